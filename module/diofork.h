@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * diofork: measure and mitigate the direct-IO vs fork() COW race.
+ *
+ * Shared declarations.  Each concern has its own file:
+ *   main.c      module load/unload, the "mode" parameter
+ *   mode.c      the policy registry and mode switching
+ *   stats.c     per-CPU counters
+ *   debugfs.c   /sys/kernel/debug/diofork/
+ *   hooks.c     the hook table: kprobes on the kernel's DIO, fork, fault paths
+ *   track.c     the in-flight table: which pages each DIO targets
+ *   policy_*.c  one file per mode
+ *   compat.h    the only place that knows about kernel versions
+ */
+#ifndef _DIOFORK_H
+#define _DIOFORK_H
+
+#include <linux/types.h>
+#include <linux/list.h>
+#include <linux/rcupdate.h>
+
+struct bio;
+struct mm_struct;
+struct task_struct;
+struct vm_fault;
+struct dentry;
+struct seq_file;
+
+/* ---- modes and policies (mode.c) ---------------------------------------- */
+
+enum diofork_mode {
+	DIOFORK_MODE_OFF,
+	DIOFORK_MODE_OBSERVE,
+	DIOFORK_MODE_PIN,
+	DIOFORK_MODE_LOCK,
+	DIOFORK_MODE_DRAIN,
+	DIOFORK_NR_MODES,
+};
+
+extern const char * const diofork_mode_names[DIOFORK_NR_MODES];
+
+struct diofork_io;
+
+/*
+ * A mitigation policy.  The hooks call these with preemption disabled
+ * (kprobe context): none of them may sleep.  Every callback is optional.
+ */
+struct diofork_policy {
+	enum diofork_mode mode;
+	/* hooks (enum diofork_hook_id bits) this policy needs */
+	unsigned long hooks;
+	int (*enable)(void);
+	void (*disable)(void);
+	/* a DIO was added to the table; may set io->flags */
+	void (*dio_submit)(struct diofork_io *io);
+	/* a DIO leaves the table: its pages are being released */
+	void (*dio_release)(struct diofork_io *io);
+	/* fork of a process with a private mm (not vfork, not a thread) */
+	void (*fork)(struct mm_struct *mm, bool dio_inflight);
+	/* write fault on a write-protected PTE whose page has DIO in flight */
+	void (*cow_fault)(struct vm_fault *vmf, struct diofork_io *io);
+};
+
+int diofork_policy_register(const struct diofork_policy *pol);
+const struct diofork_policy *diofork_policy_get(void);
+enum diofork_mode diofork_mode_get(void);
+int diofork_mode_set(enum diofork_mode mode);
+int diofork_mode_parse(const char *buf, size_t len, enum diofork_mode *mode);
+bool diofork_mode_available(enum diofork_mode mode);
+int diofork_mode_init(void);
+int diofork_policy_observe_init(void);
+void diofork_mode_exit(void);
+
+/* ---- counters (stats.c) -------------------------------------------------- */
+
+/* Keep this enum and diofork_stat_names[] in stats.c in the same order. */
+enum diofork_stat {
+	/* monotonic: "reset" zeroes these */
+	DIOFORK_STAT_DIO_SUBMITTED_READ,
+	DIOFORK_STAT_DIO_SUBMITTED_WRITE,
+	DIOFORK_STAT_DIO_COMPLETED_READ,
+	DIOFORK_STAT_DIO_COMPLETED_WRITE,
+	DIOFORK_STAT_DIO_PAGES_SUBMITTED,
+	DIOFORK_STAT_DIO_SKIPPED_BVEC,
+	DIOFORK_STAT_DIO_KERNEL_PINNED,
+	DIOFORK_STAT_FORKS,
+	DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT,
+	DIOFORK_STAT_COW_ON_DIO_PAGE,
+	DIOFORK_STAT_COW_ON_DIO_PAGE_CHILD,
+	DIOFORK_STAT_TRACK_ALLOC_FAILURES,
+	DIOFORK_STAT_TRACK_STALE,
+	DIOFORK_STAT_TRACK_FORCED_RELEASE,
+	DIOFORK_STAT_TRACK_FORK_RACED,
+	DIOFORK_NR_MONOTONIC,
+	/* gauges: never reset, summed across CPUs */
+	DIOFORK_STAT_DIO_INFLIGHT = DIOFORK_NR_MONOTONIC,
+	DIOFORK_STAT_DIO_INFLIGHT_READ,
+	DIOFORK_STAT_DIO_INFLIGHT_WRITE,
+	DIOFORK_STAT_DIO_PAGES_INFLIGHT,
+	DIOFORK_NR_STATS,
+};
+
+void diofork_stat_add(enum diofork_stat item, long delta);
+static inline void diofork_stat_inc(enum diofork_stat item)
+{
+	diofork_stat_add(item, 1);
+}
+
+long diofork_stat_read(enum diofork_stat item);
+long diofork_stat_read_raw(enum diofork_stat item);
+const char *diofork_stat_name(enum diofork_stat item);
+void diofork_stats_reset(void);
+int diofork_stats_init(void);
+
+/* ---- the in-flight table (track.c) -------------------------------------- */
+
+enum diofork_io_flags {
+	DIOFORK_IO_WRITE	= 1U << 0,	/* memory to device */
+	DIOFORK_IO_KPINNED	= 1U << 1,	/* the kernel pinned the pages */
+	DIOFORK_IO_FORK_RACED	= 1U << 2,	/* a fork overlapped our GUP */
+};
+
+/* One page a tracked DIO targets, hashed by pfn. */
+struct diofork_page_ref {
+	struct hlist_node node;
+	unsigned long pfn;
+	struct diofork_io *io;
+};
+
+/* One tracked bio, from page acquisition until its pages are released. */
+struct diofork_io {
+	struct hlist_node bio_node;
+	struct rcu_head rcu;
+	const struct bio *bio;		/* identity only */
+	struct diofork_io *next_victim;	/* private to diofork_unhash_bio() */
+	struct mm_struct *mm;		/* identity only: no reference held */
+	struct task_struct *task;	/* submitter, identity only */
+	unsigned int flags;
+	unsigned int nr_pages;
+	struct diofork_page_ref pages[];
+};
+
+int diofork_track_init(void);
+void diofork_track_exit(void);
+void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
+		       bool kernel_pinned, const unsigned int *wp_seq);
+void diofork_track_release(const struct bio *bio);
+void diofork_track_forget_all(void);
+struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn);
+bool diofork_track_mm_busy(const struct mm_struct *mm);
+long diofork_track_inflight(void);
+long diofork_track_wait_idle(long timeout);
+
+/* ---- hooks (hooks.c) ----------------------------------------------------- */
+
+enum diofork_hook_id {
+	DIOFORK_HOOK_DIO_GET_PAGES,	/* bio_iov_iter_get_pages */
+	DIOFORK_HOOK_DIO_RELEASE,	/* __bio_release_pages */
+	DIOFORK_HOOK_DIO_LEGACY,	/* submit_bio, legacy fs/direct-io.c */
+	DIOFORK_HOOK_FORK,		/* kernel_clone */
+	DIOFORK_HOOK_COW,		/* do_wp_page */
+	DIOFORK_NR_HOOKS,
+};
+
+#define DIOFORK_HOOKS_TRACK	(BIT(DIOFORK_HOOK_DIO_GET_PAGES) |	\
+				 BIT(DIOFORK_HOOK_DIO_RELEASE) |	\
+				 BIT(DIOFORK_HOOK_DIO_LEGACY))
+
+int diofork_hooks_init(void);
+int diofork_hooks_install(unsigned long mask);
+void diofork_hooks_remove(unsigned long mask);
+void diofork_hooks_remove_all(void);
+unsigned long diofork_hooks_attached(void);
+unsigned long diofork_hooks_missed(void);
+void diofork_hooks_show(struct seq_file *m);
+
+/* ---- what this kernel does itself (kernel.c) ----------------------------- */
+
+extern bool diofork_kernel_has_extract_pages;
+void diofork_kernel_report(struct seq_file *m);
+
+/* ---- debugfs (debugfs.c) ------------------------------------------------- */
+
+int diofork_debugfs_init(void);
+void diofork_debugfs_exit(void);
+
+#endif /* _DIOFORK_H */

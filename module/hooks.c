@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The hook table: every place diofork attaches to the kernel, in one list.
+ *
+ * All hooks are kprobes (kretprobes for the page acquisition) on function
+ * entry, which the kernel runs through ftrace.  Their handlers run with
+ * preemption disabled, never sleep and never call the probed function, so
+ * there is nothing to wrap and no indirect call into unexported code (Debian
+ * 6.12 has IBT).  unregister_k*probe() waits for running handlers, so once
+ * a hook is removed no CPU is inside its handler.
+ *
+ * Hooks are installed per mode, all or nothing for the required ones.
+ * Removing the DIO tracking hooks is ordered so no record is lost: first
+ * stop adding records, then let in-flight DIO release its pages (bounded),
+ * then stop watching releases and retire what is left.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/kernel.h>
+#include <linux/kprobes.h>
+#include <linux/bio.h>
+#include <linux/uio.h>
+#include <linux/mm.h>
+#include <linux/sched.h>
+#include <linux/sched/task.h>
+#include <linux/seq_file.h>
+#include <linux/ptrace.h>
+#include "diofork.h"
+#include "compat.h"
+
+/* How long removing the tracking hooks waits for in-flight DIO. */
+#define DIOFORK_DRAIN_ON_REMOVE	(5 * HZ)
+
+struct diofork_hook {
+	const char *symbol;
+	bool required;
+	bool is_ret;
+	bool attached;
+	int err;
+	struct kprobe kp;
+	struct kretprobe krp;
+};
+
+/* Legacy fs/direct-io.c completion callbacks: how we recognise its bios. */
+static unsigned long diofork_legacy_end_io[2];
+
+/* ---- DIO page acquisition: bio_iov_iter_get_pages(bio, iter) ---------- */
+
+struct diofork_gp_data {
+	struct bio *bio;
+	unsigned int seq;
+	unsigned short vcnt;
+};
+
+static int diofork_gp_entry(struct kretprobe_instance *ri,
+			    struct pt_regs *regs)
+{
+	struct diofork_gp_data *d = (struct diofork_gp_data *)ri->data;
+	const struct iov_iter *iter;
+
+	if (!current->mm || (current->flags & PF_KTHREAD))
+		return 1;
+	iter = (const struct iov_iter *)regs_get_kernel_argument(regs, 1);
+	if (!user_backed_iter(iter)) {
+		/* io_uring registered buffers, kernel bvecs: already held */
+		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_BVEC);
+		return 1;
+	}
+	d->bio = (struct bio *)regs_get_kernel_argument(regs, 0);
+	d->vcnt = d->bio->bi_vcnt;
+	d->seq = diofork_mm_wp_seq(current->mm);
+	return 0;
+}
+
+static int diofork_gp_return(struct kretprobe_instance *ri,
+			     struct pt_regs *regs)
+{
+	struct diofork_gp_data *d = (struct diofork_gp_data *)ri->data;
+
+	if (regs_return_value(regs) || d->bio->bi_vcnt <= d->vcnt)
+		return 0;
+	diofork_track_bio(d->bio, d->vcnt, diofork_bio_kernel_pinned(d->bio),
+			  &d->seq);
+	return 0;
+}
+
+/* ---- DIO page release: __bio_release_pages(bio, mark_dirty) ---------- */
+
+static int diofork_release_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	diofork_track_release((struct bio *)regs_get_kernel_argument(regs, 0));
+	return 0;
+}
+
+/* ---- legacy fs/direct-io.c (vfat): submit_bio(bio) --------------------- */
+
+static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	struct bio *bio = (struct bio *)regs_get_kernel_argument(regs, 0);
+	unsigned long end_io = (unsigned long)bio->bi_end_io;
+
+	if (end_io != diofork_legacy_end_io[0] &&
+	    end_io != diofork_legacy_end_io[1])
+		return 0;
+	if (!current->mm || (current->flags & PF_KTHREAD) ||
+	    diofork_bio_no_page_ref(bio))
+		return 0;
+	/* pages were taken before this point: no fork-race check here */
+	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL);
+	return 0;
+}
+
+/* ---- fork: kernel_clone(args) ------------------------------------------ */
+
+static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	const struct kernel_clone_args *args;
+	const struct diofork_policy *pol;
+	struct mm_struct *mm = current->mm;
+	bool busy;
+
+	args = (const struct kernel_clone_args *)regs_get_kernel_argument(regs, 0);
+	/* threads, vfork and posix_spawn share the mm: nothing is copied */
+	if ((args->flags & CLONE_VM) || !mm || (current->flags & PF_KTHREAD))
+		return 0;
+
+	busy = diofork_track_mm_busy(mm);
+	diofork_stat_inc(DIOFORK_STAT_FORKS);
+	if (busy)
+		diofork_stat_inc(DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT);
+	pol = diofork_policy_get();
+	if (pol && pol->fork)
+		pol->fork(mm, busy);
+	return 0;
+}
+
+/* ---- COW: do_wp_page(vmf), called with the PTE lock held --------------- */
+
+static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	struct vm_fault *vmf = (struct vm_fault *)regs_get_kernel_argument(regs, 0);
+	const struct diofork_policy *pol;
+	struct diofork_io *io;
+	pte_t pte = vmf->orig_pte;
+
+	if (!pte_present(pte))
+		return 0;
+	io = diofork_track_lookup_pfn(pte_pfn(pte));
+	if (!io)
+		return 0;
+	if (io->mm == vmf->vma->vm_mm)
+		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE);
+	else
+		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE_CHILD);
+	pol = diofork_policy_get();
+	if (pol && pol->cow_fault)
+		pol->cow_fault(vmf, io);
+	return 0;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+#define DIOFORK_KPROBE(_id, _sym, _req, _pre)				\
+	[_id] = { .symbol = _sym, .required = _req,			\
+		  .kp = { .pre_handler = _pre } }
+
+static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
+	[DIOFORK_HOOK_DIO_GET_PAGES] = {
+		.symbol = "bio_iov_iter_get_pages",
+		.required = true,
+		.is_ret = true,
+		.krp = {
+			.entry_handler = diofork_gp_entry,
+			.handler = diofork_gp_return,
+			.data_size = sizeof(struct diofork_gp_data),
+			/* DIO threads can sleep in GUP: room for many */
+			.maxactive = 512,
+		},
+	},
+	DIOFORK_KPROBE(DIOFORK_HOOK_DIO_RELEASE, "__bio_release_pages", true,
+		       diofork_release_pre),
+	DIOFORK_KPROBE(DIOFORK_HOOK_DIO_LEGACY, "submit_bio", false,
+		       diofork_legacy_submit_pre),
+	DIOFORK_KPROBE(DIOFORK_HOOK_FORK, "kernel_clone", true,
+		       diofork_fork_pre),
+	DIOFORK_KPROBE(DIOFORK_HOOK_COW, "do_wp_page", true,
+		       diofork_cow_pre),
+};
+
+static int diofork_hook_attach(struct diofork_hook *h)
+{
+	int ret;
+
+	if (h->is_ret) {
+		h->krp.kp.addr = NULL;
+		h->krp.kp.flags = 0;
+		h->krp.kp.symbol_name = h->symbol;
+		h->krp.nmissed = 0;
+		ret = register_kretprobe(&h->krp);
+	} else {
+		h->kp.addr = NULL;
+		h->kp.flags = 0;
+		h->kp.symbol_name = h->symbol;
+		ret = register_kprobe(&h->kp);
+	}
+	h->err = ret;
+	h->attached = !ret;
+	return ret;
+}
+
+static void diofork_hook_detach(struct diofork_hook *h)
+{
+	if (!h->attached)
+		return;
+	if (h->is_ret)
+		unregister_kretprobe(&h->krp);
+	else
+		unregister_kprobe(&h->kp);
+	h->attached = false;
+}
+
+static void diofork_hooks_detach_mask(unsigned long mask)
+{
+	int id;
+
+	for (id = DIOFORK_NR_HOOKS - 1; id >= 0; id--)
+		if (mask & BIT(id))
+			diofork_hook_detach(&diofork_hooks[id]);
+}
+
+int diofork_hooks_install(unsigned long mask)
+{
+	unsigned long done = 0;
+	int id, ret;
+
+	for (id = 0; id < DIOFORK_NR_HOOKS; id++) {
+		struct diofork_hook *h = &diofork_hooks[id];
+
+		if (!(mask & BIT(id)) || h->attached)
+			continue;
+		if (id == DIOFORK_HOOK_DIO_LEGACY && !diofork_legacy_end_io[0])
+			continue;
+		ret = diofork_hook_attach(h);
+		if (!ret) {
+			done |= BIT(id);
+			continue;
+		}
+		if (!h->required) {
+			pr_warn("optional hook %s unavailable (%d)\n",
+				h->symbol, ret);
+			continue;
+		}
+		pr_err("cannot hook %s (%d)\n", h->symbol, ret);
+		diofork_hooks_remove(done);
+		return ret;
+	}
+	return 0;
+}
+
+void diofork_hooks_remove(unsigned long mask)
+{
+	long left;
+
+	if (!(mask & BIT(DIOFORK_HOOK_DIO_RELEASE))) {
+		diofork_hooks_detach_mask(mask);
+		return;
+	}
+
+	/* Stop adding records, let in-flight DIO finish, then stop watching. */
+	diofork_hooks_detach_mask(mask & ~BIT(DIOFORK_HOOK_DIO_RELEASE));
+	left = diofork_track_wait_idle(DIOFORK_DRAIN_ON_REMOVE);
+	if (left)
+		pr_warn("%ld DIO still in flight: forgetting them\n", left);
+	diofork_hook_detach(&diofork_hooks[DIOFORK_HOOK_DIO_RELEASE]);
+	diofork_track_forget_all();
+}
+
+void diofork_hooks_remove_all(void)
+{
+	diofork_hooks_remove(GENMASK(DIOFORK_NR_HOOKS - 1, 0));
+}
+
+unsigned long diofork_hooks_attached(void)
+{
+	unsigned long mask = 0;
+	int id;
+
+	for (id = 0; id < DIOFORK_NR_HOOKS; id++)
+		if (diofork_hooks[id].attached)
+			mask |= BIT(id);
+	return mask;
+}
+
+unsigned long diofork_hooks_missed(void)
+{
+	const struct diofork_hook *h = &diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES];
+
+	return h->attached ? h->krp.nmissed : 0;
+}
+
+void diofork_hooks_show(struct seq_file *m)
+{
+	int id;
+
+	for (id = 0; id < DIOFORK_NR_HOOKS; id++) {
+		const struct diofork_hook *h = &diofork_hooks[id];
+
+		seq_printf(m, "hook: %s %s%s", h->symbol,
+			   h->attached ? "attached" : "detached",
+			   h->required ? "" : " (optional)");
+		if (h->err)
+			seq_printf(m, " error %d", h->err);
+		seq_putc(m, '\n');
+	}
+}
+
+/*
+ * The address of a kernel symbol, through a kprobe registration:
+ * kallsyms_lookup_name() is not exported since v5.7.
+ */
+static unsigned long diofork_symbol_addr(const char *name)
+{
+	struct kprobe kp = { .symbol_name = name };
+	unsigned long addr;
+
+	if (register_kprobe(&kp))
+		return 0;
+	addr = (unsigned long)kp.addr;
+	unregister_kprobe(&kp);
+	return addr;
+}
+
+int diofork_hooks_init(void)
+{
+	unsigned long end_io = diofork_symbol_addr("dio_bio_end_io");
+	unsigned long end_aio = diofork_symbol_addr("dio_bio_end_aio");
+
+	if (end_io && end_aio) {
+		diofork_legacy_end_io[0] = diofork_func_entry(end_io);
+		diofork_legacy_end_io[1] = diofork_func_entry(end_aio);
+	} else {
+		pr_info("legacy direct-io not found: its DIO is not tracked\n");
+	}
+	diofork_kernel_has_extract_pages =
+		!!diofork_symbol_addr("iov_iter_extract_pages");
+	return 0;
+}

@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The in-flight table: every tracked direct-IO bio and the pages it targets,
+ * from the moment the DIO path takes its page references until it releases
+ * them.
+ *
+ * Two hash tables, both with one spinlock per bucket (never a global lock)
+ * and RCU for readers:
+ *   - by bio pointer, so the release hook finds the record;
+ *   - by pfn, so the fork and COW-fault paths ask "is a DIO targeting this
+ *     page?" with one lock-free bucket walk.
+ * A third, lock-free array counts records per hashed mm, so that a fork of a
+ * process without DIO in flight costs one atomic read.
+ *
+ * Records are allocated with GFP_ATOMIC (the hooks run in kprobe context).
+ * If that fails the DIO is simply not tracked: it proceeds as if diofork
+ * were off, and track_alloc_failures says so.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/bio.h>
+#include <linux/hash.h>
+#include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/sched.h>
+#include <linux/spinlock.h>
+#include <linux/vmalloc.h>
+#include <linux/wait.h>
+#include <linux/overflow.h>
+#include "diofork.h"
+#include "compat.h"
+
+#define DIOFORK_BIO_HASH_BITS	10
+#define DIOFORK_PFN_HASH_BITS	14
+#define DIOFORK_MM_HASH_BITS	10
+
+struct diofork_bucket {
+	spinlock_t lock;
+	struct hlist_head head;
+};
+
+static struct diofork_bucket *diofork_bio_hash;
+static struct diofork_bucket *diofork_pfn_hash;
+static atomic_t diofork_mm_ios[1 << DIOFORK_MM_HASH_BITS];
+static atomic_long_t diofork_nr_ios;
+static DECLARE_WAIT_QUEUE_HEAD(diofork_idle_wq);
+
+static struct diofork_bucket *diofork_bio_bucket(const struct bio *bio)
+{
+	return &diofork_bio_hash[hash_ptr(bio, DIOFORK_BIO_HASH_BITS)];
+}
+
+static struct diofork_bucket *diofork_pfn_bucket(unsigned long pfn)
+{
+	return &diofork_pfn_hash[hash_long(pfn, DIOFORK_PFN_HASH_BITS)];
+}
+
+static atomic_t *diofork_mm_count(const struct mm_struct *mm)
+{
+	return &diofork_mm_ios[hash_ptr(mm, DIOFORK_MM_HASH_BITS)];
+}
+
+static struct diofork_bucket *diofork_buckets_alloc(unsigned int bits)
+{
+	struct diofork_bucket *b;
+	unsigned int i;
+
+	b = vmalloc(array_size(1U << bits, sizeof(*b)));
+	if (!b)
+		return NULL;
+	for (i = 0; i < (1U << bits); i++) {
+		spin_lock_init(&b[i].lock);
+		INIT_HLIST_HEAD(&b[i].head);
+	}
+	return b;
+}
+
+/* Pages covered by the bvecs [first, bi_vcnt) of @bio. */
+static unsigned int diofork_bio_nr_pages(const struct bio *bio,
+					 unsigned int first)
+{
+	unsigned int i, nr = 0;
+
+	for (i = first; i < bio->bi_vcnt; i++) {
+		const struct bio_vec *bv = &bio->bi_io_vec[i];
+
+		nr += DIV_ROUND_UP(offset_in_page(bv->bv_offset) + bv->bv_len,
+				   PAGE_SIZE);
+	}
+	return nr;
+}
+
+static void diofork_io_fill_pages(struct diofork_io *io, const struct bio *bio,
+				  unsigned int first)
+{
+	unsigned int i, j, n = 0;
+
+	for (i = first; i < bio->bi_vcnt; i++) {
+		const struct bio_vec *bv = &bio->bi_io_vec[i];
+		unsigned long pfn = page_to_pfn(bv->bv_page) +
+				    (bv->bv_offset >> PAGE_SHIFT);
+		unsigned int nr = DIV_ROUND_UP(offset_in_page(bv->bv_offset) +
+					       bv->bv_len, PAGE_SIZE);
+
+		for (j = 0; j < nr; j++, n++) {
+			io->pages[n].pfn = pfn + j;
+			io->pages[n].io = io;
+		}
+	}
+}
+
+static void diofork_io_account(const struct diofork_io *io, int sign)
+{
+	bool write = io->flags & DIOFORK_IO_WRITE;
+
+	diofork_stat_add(DIOFORK_STAT_DIO_INFLIGHT, sign);
+	diofork_stat_add(write ? DIOFORK_STAT_DIO_INFLIGHT_WRITE :
+				 DIOFORK_STAT_DIO_INFLIGHT_READ, sign);
+	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_INFLIGHT,
+			 sign * (long)io->nr_pages);
+}
+
+/* Unhash one record that is already off its bio bucket, and free it. */
+static void diofork_io_retire(struct diofork_io *io, bool forced)
+{
+	const struct diofork_policy *pol;
+	unsigned long flags;
+	unsigned int i;
+
+	for (i = 0; i < io->nr_pages; i++) {
+		struct diofork_bucket *b = diofork_pfn_bucket(io->pages[i].pfn);
+
+		spin_lock_irqsave(&b->lock, flags);
+		hlist_del_rcu(&io->pages[i].node);
+		spin_unlock_irqrestore(&b->lock, flags);
+	}
+
+	rcu_read_lock();
+	pol = diofork_policy_get();
+	if (pol && pol->dio_release)
+		pol->dio_release(io);
+	rcu_read_unlock();
+
+	diofork_io_account(io, -1);
+	if (forced)
+		diofork_stat_inc(DIOFORK_STAT_TRACK_FORCED_RELEASE);
+	else
+		diofork_stat_inc(io->flags & DIOFORK_IO_WRITE ?
+				 DIOFORK_STAT_DIO_COMPLETED_WRITE :
+				 DIOFORK_STAT_DIO_COMPLETED_READ);
+	atomic_dec(diofork_mm_count(io->mm));
+	if (atomic_long_dec_and_test(&diofork_nr_ios) &&
+	    wq_has_sleeper(&diofork_idle_wq))
+		wake_up_all(&diofork_idle_wq);
+	kfree_rcu(io, rcu);
+}
+
+/*
+ * Remove every record of @bio from its bucket and retire it.  Called at
+ * release, and at submit when a bio address comes back with records still
+ * attached (its previous owner freed it through a path we do not hook: the
+ * records are stale).
+ */
+static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
+{
+	struct diofork_bucket *b = diofork_bio_bucket(bio);
+	struct diofork_io *io, *victims = NULL;
+	struct hlist_node *tmp;
+	unsigned long flags;
+	unsigned int n = 0;
+
+	spin_lock_irqsave(&b->lock, flags);
+	hlist_for_each_entry_safe(io, tmp, &b->head, bio_node) {
+		if (io->bio != bio)
+			continue;
+		hlist_del_rcu(&io->bio_node);
+		io->next_victim = victims;
+		victims = io;
+		n++;
+	}
+	spin_unlock_irqrestore(&b->lock, flags);
+
+	while (victims) {
+		io = victims;
+		victims = io->next_victim;
+		diofork_io_retire(io, forced);
+	}
+	return n;
+}
+
+void diofork_track_release(const struct bio *bio)
+{
+	diofork_unhash_bio(bio, false);
+}
+
+struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn)
+{
+	struct diofork_page_ref *ref;
+
+	hlist_for_each_entry_rcu(ref, &diofork_pfn_bucket(pfn)->head, node)
+		if (ref->pfn == pfn)
+			return ref->io;
+	return NULL;
+}
+
+/* Does @mm have a tracked DIO in flight?  Exact, and cheap when it has not. */
+bool diofork_track_mm_busy(const struct mm_struct *mm)
+{
+	struct diofork_io *io;
+	unsigned int i;
+	bool busy = false;
+
+	if (!atomic_read(diofork_mm_count(mm)))
+		return false;
+	rcu_read_lock();
+	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS) && !busy; i++) {
+		hlist_for_each_entry_rcu(io, &diofork_bio_hash[i].head,
+					 bio_node) {
+			if (io->mm == mm) {
+				busy = true;
+				break;
+			}
+		}
+	}
+	rcu_read_unlock();
+	return busy;
+}
+
+long diofork_track_inflight(void)
+{
+	return atomic_long_read(&diofork_nr_ios);
+}
+
+/*
+ * Wait until every tracked DIO has released its pages, for at most @timeout
+ * jiffies.  Returns the number still in flight.
+ */
+long diofork_track_wait_idle(long timeout)
+{
+	wait_event_interruptible_timeout(diofork_idle_wq,
+					 !atomic_long_read(&diofork_nr_ios),
+					 timeout);
+	return atomic_long_read(&diofork_nr_ios);
+}
+
+/*
+ * Retire every record.  Only called once the hooks that add and release
+ * records are gone: nothing else can touch the table.
+ */
+void diofork_track_forget_all(void)
+{
+	struct diofork_bucket *b;
+	const struct bio *bio;
+	struct diofork_io *io;
+	unsigned long flags;
+	unsigned int i;
+
+	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS); i++) {
+		b = &diofork_bio_hash[i];
+		do {
+			spin_lock_irqsave(&b->lock, flags);
+			io = hlist_entry_safe(b->head.first, struct diofork_io,
+					      bio_node);
+			bio = io ? io->bio : NULL;
+			spin_unlock_irqrestore(&b->lock, flags);
+			if (bio)
+				diofork_unhash_bio(bio, true);
+		} while (bio);
+	}
+}
+
+/*
+ * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, which the DIO path
+ * has just taken.  If @wp_seq is given it is mm->write_protect_seq sampled
+ * before the pages were taken: a fork() that overlapped the window may have
+ * shared a page before we could see it, and the record says so.
+ */
+void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
+		       bool kernel_pinned, const unsigned int *wp_seq)
+{
+	const struct diofork_policy *pol;
+	struct diofork_bucket *b;
+	struct diofork_io *io;
+	unsigned long flags;
+	unsigned int i, nr;
+
+	if (!first_vec && diofork_unhash_bio(bio, false))
+		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
+
+	nr = diofork_bio_nr_pages(bio, first_vec);
+	if (!nr)
+		return;
+	io = kmalloc(struct_size(io, pages, nr), GFP_ATOMIC | __GFP_NOWARN);
+	if (!io) {
+		diofork_stat_inc(DIOFORK_STAT_TRACK_ALLOC_FAILURES);
+		return;
+	}
+	io->bio = bio;
+	io->next_victim = NULL;
+	io->mm = current->mm;
+	io->task = current;
+	io->nr_pages = nr;
+	io->flags = 0;
+	if (op_is_write(bio_op(bio)))
+		io->flags |= DIOFORK_IO_WRITE;
+	if (kernel_pinned)
+		io->flags |= DIOFORK_IO_KPINNED;
+	diofork_io_fill_pages(io, bio, first_vec);
+
+	pol = diofork_policy_get();
+	if (pol && pol->dio_submit)
+		pol->dio_submit(io);
+
+	atomic_inc(diofork_mm_count(io->mm));
+	atomic_long_inc(&diofork_nr_ios);
+	diofork_io_account(io, 1);
+	diofork_stat_inc(io->flags & DIOFORK_IO_WRITE ?
+			 DIOFORK_STAT_DIO_SUBMITTED_WRITE :
+			 DIOFORK_STAT_DIO_SUBMITTED_READ);
+	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_SUBMITTED, nr);
+	if (kernel_pinned)
+		diofork_stat_inc(DIOFORK_STAT_DIO_KERNEL_PINNED);
+
+	for (i = 0; i < nr; i++) {
+		b = diofork_pfn_bucket(io->pages[i].pfn);
+		spin_lock_irqsave(&b->lock, flags);
+		hlist_add_head_rcu(&io->pages[i].node, &b->head);
+		spin_unlock_irqrestore(&b->lock, flags);
+	}
+	b = diofork_bio_bucket(bio);
+	spin_lock_irqsave(&b->lock, flags);
+	hlist_add_head_rcu(&io->bio_node, &b->head);
+	spin_unlock_irqrestore(&b->lock, flags);
+
+	/* The bio is not submitted yet: nobody can release it under us. */
+	smp_mb();
+	if (wp_seq && diofork_mm_wp_seq_changed(io->mm, *wp_seq)) {
+		WRITE_ONCE(io->flags, io->flags | DIOFORK_IO_FORK_RACED);
+		diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_RACED);
+	}
+}
+
+int diofork_track_init(void)
+{
+	diofork_bio_hash = diofork_buckets_alloc(DIOFORK_BIO_HASH_BITS);
+	diofork_pfn_hash = diofork_buckets_alloc(DIOFORK_PFN_HASH_BITS);
+	if (!diofork_bio_hash || !diofork_pfn_hash) {
+		diofork_track_exit();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void diofork_track_exit(void)
+{
+	/* kfree_rcu() callbacks reference nothing here, but wait for them */
+	rcu_barrier();
+	vfree(diofork_pfn_hash);
+	vfree(diofork_bio_hash);
+	diofork_pfn_hash = NULL;
+	diofork_bio_hash = NULL;
+}
