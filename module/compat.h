@@ -16,6 +16,7 @@
 #include <linux/mm_types.h>
 #include <linux/seqlock.h>
 #include <linux/uaccess.h>
+#include <linux/ftrace.h>
 
 /* Did the kernel itself pin this bio's pages (FOLL_PIN)? */
 static inline bool diofork_bio_kernel_pinned(struct bio *bio)
@@ -47,6 +48,17 @@ static inline bool diofork_mm_wp_seq_changed(struct mm_struct *mm,
 					     unsigned int seq)
 {
 	return (seq & 1) || read_seqcount_retry(&mm->write_protect_seq, seq);
+}
+
+/* Send an ftrace IPMODIFY handler's caller to @ip instead. */
+static inline void diofork_ftrace_set_ip(struct ftrace_regs *fregs,
+					 unsigned long ip)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+	ftrace_regs_set_instruction_pointer(fregs, ip);
+#else
+	ftrace_instruction_pointer_set(fregs, ip);
+#endif
 }
 
 /*

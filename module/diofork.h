@@ -40,6 +40,16 @@ enum diofork_mode {
 extern const char * const diofork_mode_names[DIOFORK_NR_MODES];
 
 struct diofork_io;
+struct diofork_pin_slot;
+
+/* One bio_iov_iter_get_pages() call, from entry to return (kretprobe data). */
+struct diofork_gup {
+	struct bio *bio;
+	const struct diofork_policy *pol;	/* active at entry */
+	struct diofork_pin_slot *pin_slot;
+	unsigned int seq;
+	unsigned short vcnt;
+};
 
 /*
  * A mitigation policy.  The hooks call these with preemption disabled
@@ -51,10 +61,9 @@ struct diofork_policy {
 	unsigned long hooks;
 	int (*enable)(void);
 	void (*disable)(void);
-	/* a DIO was added to the table; may set io->flags */
-	void (*dio_submit)(struct diofork_io *io);
-	/* a DIO leaves the table: its pages are being released */
-	void (*dio_release)(struct diofork_io *io);
+	/* the DIO's own task enters / leaves its page lookup; io may be NULL */
+	void (*gup_enter)(struct diofork_gup *g);
+	void (*gup_exit)(struct diofork_gup *g, struct diofork_io *io);
 	/* fork of a process with a private mm (not vfork, not a thread) */
 	void (*fork)(struct mm_struct *mm, bool dio_inflight);
 	/* write fault on a write-protected PTE whose page has DIO in flight */
@@ -69,6 +78,10 @@ int diofork_mode_parse(const char *buf, size_t len, enum diofork_mode *mode);
 bool diofork_mode_available(enum diofork_mode mode);
 int diofork_mode_init(void);
 int diofork_policy_observe_init(void);
+int diofork_policy_pin_init(void);
+void diofork_pin_release(struct diofork_io *io);
+void diofork_pin_sweep(void);
+bool diofork_pin_is_passive(void);
 void diofork_mode_exit(void);
 
 /* ---- counters (stats.c) -------------------------------------------------- */
@@ -91,6 +104,12 @@ enum diofork_stat {
 	DIOFORK_STAT_TRACK_STALE,
 	DIOFORK_STAT_TRACK_FORCED_RELEASE,
 	DIOFORK_STAT_TRACK_FORK_RACED,
+	DIOFORK_STAT_PIN_PAGES_PINNED,
+	DIOFORK_STAT_PIN_PAGES_UNPINNED,
+	DIOFORK_STAT_PIN_FAILURES,
+	DIOFORK_STAT_PIN_SKIPPED_SHARED,
+	DIOFORK_STAT_PIN_SKIPPED_DONTFORK,
+	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 	DIOFORK_NR_MONOTONIC,
 	/* gauges: never reset, summed across CPUs */
 	DIOFORK_STAT_DIO_INFLIGHT = DIOFORK_NR_MONOTONIC,
@@ -135,6 +154,8 @@ struct diofork_io {
 	struct diofork_io *next_victim;	/* private to diofork_unhash_bio() */
 	struct mm_struct *mm;		/* identity only: no reference held */
 	struct task_struct *task;	/* submitter, identity only */
+	struct page **pinned;		/* our pins (pin mode), or NULL */
+	unsigned int nr_pinned;
 	unsigned int flags;
 	unsigned int nr_pages;
 	struct diofork_page_ref pages[];
@@ -142,12 +163,14 @@ struct diofork_io {
 
 int diofork_track_init(void);
 void diofork_track_exit(void);
-void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
-		       bool kernel_pinned, const unsigned int *wp_seq);
+struct diofork_io *diofork_track_bio(const struct bio *bio,
+				     unsigned int first_vec, bool kernel_pinned,
+				     const unsigned int *wp_seq);
 void diofork_track_release(const struct bio *bio);
 void diofork_track_forget_all(void);
 struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn);
 bool diofork_track_mm_busy(const struct mm_struct *mm);
+unsigned long diofork_track_mm_pinned(const struct mm_struct *mm);
 long diofork_track_inflight(void);
 long diofork_track_wait_idle(long timeout);
 
@@ -167,6 +190,7 @@ enum diofork_hook_id {
 				 BIT(DIOFORK_HOOK_DIO_LEGACY))
 
 int diofork_hooks_init(void);
+unsigned long diofork_symbol_addr(const char *name);
 int diofork_hooks_install(unsigned long mask);
 void diofork_hooks_remove(unsigned long mask);
 void diofork_hooks_remove_all(void);

@@ -46,16 +46,10 @@ static unsigned long diofork_legacy_end_io[2];
 
 /* ---- DIO page acquisition: bio_iov_iter_get_pages(bio, iter) ---------- */
 
-struct diofork_gp_data {
-	struct bio *bio;
-	unsigned int seq;
-	unsigned short vcnt;
-};
-
 static int diofork_gp_entry(struct kretprobe_instance *ri,
 			    struct pt_regs *regs)
 {
-	struct diofork_gp_data *d = (struct diofork_gp_data *)ri->data;
+	struct diofork_gup *d = (struct diofork_gup *)ri->data;
 	const struct iov_iter *iter;
 
 	if (!current->mm || (current->flags & PF_KTHREAD))
@@ -69,18 +63,27 @@ static int diofork_gp_entry(struct kretprobe_instance *ri,
 	d->bio = (struct bio *)regs_get_kernel_argument(regs, 0);
 	d->vcnt = d->bio->bi_vcnt;
 	d->seq = diofork_mm_wp_seq(current->mm);
+	d->pin_slot = NULL;
+	d->pol = diofork_policy_get();
+	if (d->pol && d->pol->gup_enter)
+		d->pol->gup_enter(d);
 	return 0;
 }
 
 static int diofork_gp_return(struct kretprobe_instance *ri,
 			     struct pt_regs *regs)
 {
-	struct diofork_gp_data *d = (struct diofork_gp_data *)ri->data;
+	struct diofork_gup *d = (struct diofork_gup *)ri->data;
 
-	if (regs_return_value(regs) || d->bio->bi_vcnt <= d->vcnt)
-		return 0;
-	diofork_track_bio(d->bio, d->vcnt, diofork_bio_kernel_pinned(d->bio),
-			  &d->seq);
+	struct diofork_io *io = NULL;
+
+	if (!regs_return_value(regs) && d->bio->bi_vcnt > d->vcnt)
+		io = diofork_track_bio(d->bio, d->vcnt,
+				       diofork_bio_kernel_pinned(d->bio),
+				       &d->seq);
+	/* the policy of the entry, even if the mode changed since */
+	if (d->pol && d->pol->gup_exit)
+		d->pol->gup_exit(d, io);
 	return 0;
 }
 
@@ -172,7 +175,7 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.krp = {
 			.entry_handler = diofork_gp_entry,
 			.handler = diofork_gp_return,
-			.data_size = sizeof(struct diofork_gp_data),
+			.data_size = sizeof(struct diofork_gup),
 			/* DIO threads can sleep in GUP: room for many */
 			.maxactive = 512,
 		},
@@ -273,6 +276,8 @@ void diofork_hooks_remove(unsigned long mask)
 		pr_warn("%ld DIO still in flight: forgetting them\n", left);
 	diofork_hook_detach(&diofork_hooks[DIOFORK_HOOK_DIO_RELEASE]);
 	diofork_track_forget_all();
+	/* contexts the detached kretprobe will never close */
+	diofork_pin_sweep();
 }
 
 void diofork_hooks_remove_all(void)
@@ -318,7 +323,7 @@ void diofork_hooks_show(struct seq_file *m)
  * The address of a kernel symbol, through a kprobe registration:
  * kallsyms_lookup_name() is not exported since v5.7.
  */
-static unsigned long diofork_symbol_addr(const char *name)
+unsigned long diofork_symbol_addr(const char *name)
 {
 	struct kprobe kp = { .symbol_name = name };
 	unsigned long addr;

@@ -144,7 +144,7 @@ unlock:
 
 int diofork_mode_init(void)
 {
-	return diofork_policy_observe_init();
+	return diofork_policy_observe_init() ?: diofork_policy_pin_init();
 }
 
 void diofork_mode_exit(void)

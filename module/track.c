@@ -123,7 +123,6 @@ static void diofork_io_account(const struct diofork_io *io, int sign)
 /* Unhash one record that is already off its bio bucket, and free it. */
 static void diofork_io_retire(struct diofork_io *io, bool forced)
 {
-	const struct diofork_policy *pol;
 	unsigned long flags;
 	unsigned int i;
 
@@ -135,11 +134,8 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 		spin_unlock_irqrestore(&b->lock, flags);
 	}
 
-	rcu_read_lock();
-	pol = diofork_policy_get();
-	if (pol && pol->dio_release)
-		pol->dio_release(io);
-	rcu_read_unlock();
+	if (io->pinned)
+		diofork_pin_release(io);
 
 	diofork_io_account(io, -1);
 	if (forced)
@@ -226,6 +222,24 @@ bool diofork_track_mm_busy(const struct mm_struct *mm)
 	return busy;
 }
 
+/* Pages @mm has pinned through us, in flight: what fork() will copy early. */
+unsigned long diofork_track_mm_pinned(const struct mm_struct *mm)
+{
+	unsigned long pinned = 0;
+	struct diofork_io *io;
+	unsigned int i;
+
+	if (!atomic_read(diofork_mm_count(mm)))
+		return 0;
+	rcu_read_lock();
+	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS); i++)
+		hlist_for_each_entry_rcu(io, &diofork_bio_hash[i].head, bio_node)
+			if (io->mm == mm)
+				pinned += READ_ONCE(io->nr_pinned);
+	rcu_read_unlock();
+	return pinned;
+}
+
 long diofork_track_inflight(void)
 {
 	return atomic_long_read(&diofork_nr_ios);
@@ -275,10 +289,10 @@ void diofork_track_forget_all(void)
  * before the pages were taken: a fork() that overlapped the window may have
  * shared a page before we could see it, and the record says so.
  */
-void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
-		       bool kernel_pinned, const unsigned int *wp_seq)
+struct diofork_io *diofork_track_bio(const struct bio *bio,
+				     unsigned int first_vec, bool kernel_pinned,
+				     const unsigned int *wp_seq)
 {
-	const struct diofork_policy *pol;
 	struct diofork_bucket *b;
 	struct diofork_io *io;
 	unsigned long flags;
@@ -289,16 +303,18 @@ void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 
 	nr = diofork_bio_nr_pages(bio, first_vec);
 	if (!nr)
-		return;
+		return NULL;
 	io = kmalloc(struct_size(io, pages, nr), GFP_ATOMIC | __GFP_NOWARN);
 	if (!io) {
 		diofork_stat_inc(DIOFORK_STAT_TRACK_ALLOC_FAILURES);
-		return;
+		return NULL;
 	}
 	io->bio = bio;
 	io->next_victim = NULL;
 	io->mm = current->mm;
 	io->task = current;
+	io->pinned = NULL;
+	io->nr_pinned = 0;
 	io->nr_pages = nr;
 	io->flags = 0;
 	if (op_is_write(bio_op(bio)))
@@ -306,10 +322,6 @@ void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	if (kernel_pinned)
 		io->flags |= DIOFORK_IO_KPINNED;
 	diofork_io_fill_pages(io, bio, first_vec);
-
-	pol = diofork_policy_get();
-	if (pol && pol->dio_submit)
-		pol->dio_submit(io);
 
 	atomic_inc(diofork_mm_count(io->mm));
 	atomic_long_inc(&diofork_nr_ios);
@@ -338,6 +350,7 @@ void diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 		WRITE_ONCE(io->flags, io->flags | DIOFORK_IO_FORK_RACED);
 		diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_RACED);
 	}
+	return io;
 }
 
 int diofork_track_init(void)
