@@ -2,10 +2,14 @@
 /*
  * /sys/kernel/debug/diofork/
  *
- *   mode    rw  the modes, the active one in brackets; write a name to switch
- *   stats   r   one "name value" line per counter (/proc/vmstat style)
- *   reset   w   write "reset" to zero the monotonic counters (gauges stay)
- *   kernel  r   does this kernel pin DIO pages itself, and which hooks are on
+ *   mode              rw  the modes, the active one in brackets; write a name
+ *   stats             r   one "name value" line per counter (vmstat style)
+ *   reset             w   "reset" zeroes the monotonic counters (gauges stay)
+ *   kernel            r   does this kernel pin DIO itself; hooks attached
+ *   lock_timeout_ms   rw  bound on a lock-mode fault wait, 0 = unbounded
+ *   drain_timeout_ms  rw  bound on a drain-mode fork wait, 0 = unbounded
+ *   lock_wait_hist    r   log2 histogram of lock-mode waits (ns)
+ *   drain_wait_hist   r   log2 histogram of drain-mode waits (ns)
  *
  * Every write is one complete value at offset 0.  Anything else (unknown
  * name, empty, too long, binary bytes, a second partial write) is -EINVAL
@@ -19,6 +23,7 @@
 #include <linux/uaccess.h>
 #include <linux/string.h>
 #include "diofork.h"
+#include "policy_wait.h"
 
 #define DIOFORK_WRITE_MAX	32
 
@@ -92,6 +97,8 @@ static int diofork_stats_show(struct seq_file *m, void *v)
 		seq_printf(m, "%s %ld\n", diofork_stat_name(i),
 			   diofork_stat_read(i));
 	seq_printf(m, "track_missed %lu\n", diofork_hooks_missed());
+	diofork_wait_show_stats(m, "lock", &diofork_lock.stats);
+	diofork_wait_show_stats(m, "drain", &diofork_drain.stats);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(diofork_stats);
@@ -111,6 +118,8 @@ static ssize_t diofork_reset_write(struct file *file, const char __user *ubuf,
 	    !(count == 5 || (count == 6 && kbuf[5] == '\n')))
 		return -EINVAL;
 	diofork_stats_reset();
+	diofork_wait_reset(&diofork_lock.stats);
+	diofork_wait_reset(&diofork_drain.stats);
 	*ppos += count;
 	return count;
 }
@@ -119,6 +128,71 @@ static const struct file_operations diofork_reset_fops = {
 	.owner		= THIS_MODULE,
 	.write		= diofork_reset_write,
 	.llseek		= noop_llseek,
+};
+
+/* ---- lock_wait_hist, drain_wait_hist ----------------------------------- */
+
+static int diofork_hist_show(struct seq_file *m, void *v)
+{
+	diofork_wait_show_hist(m, m->private);
+	return 0;
+}
+
+static int diofork_hist_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, diofork_hist_show, inode->i_private);
+}
+
+static const struct file_operations diofork_hist_fops = {
+	.owner		= THIS_MODULE,
+	.open		= diofork_hist_open,
+	.read		= seq_read,
+	.llseek		= seq_lseek,
+	.release	= single_release,
+};
+
+/* ---- lock_timeout_ms, drain_timeout_ms ----------------------------------- */
+
+static int diofork_timeout_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "%u\n", READ_ONCE(*(unsigned int *)m->private));
+	return 0;
+}
+
+static int diofork_timeout_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, diofork_timeout_show, inode->i_private);
+}
+
+/* A decimal number of milliseconds, 0 (unbounded) to one hour. */
+static ssize_t diofork_timeout_write(struct file *file, const char __user *ubuf,
+				     size_t count, loff_t *ppos)
+{
+	unsigned int *timeout = file_inode(file)->i_private;
+	char kbuf[DIOFORK_WRITE_MAX];
+	unsigned int val;
+	int ret;
+
+	ret = diofork_copy_write(kbuf, ubuf, count, ppos);
+	if (ret)
+		return ret;
+	if (kbuf[count - 1] == '\n')
+		kbuf[count - 1] = '\0';
+	if (!kbuf[0] || kbuf[0] == '+' || kstrtouint(kbuf, 10, &val) ||
+	    val > 3600 * 1000)
+		return -EINVAL;
+	WRITE_ONCE(*timeout, val);
+	*ppos += count;
+	return count;
+}
+
+static const struct file_operations diofork_timeout_fops = {
+	.owner		= THIS_MODULE,
+	.open		= diofork_timeout_open,
+	.read		= seq_read,
+	.write		= diofork_timeout_write,
+	.llseek		= seq_lseek,
+	.release	= single_release,
 };
 
 /* ---- kernel --------------------------------------------------------------- */
@@ -143,6 +217,14 @@ int diofork_debugfs_init(void)
 			    &diofork_reset_fops);
 	debugfs_create_file("kernel", 0444, diofork_dir, NULL,
 			    &diofork_kernel_fops);
+	debugfs_create_file("lock_timeout_ms", 0644, diofork_dir,
+			    &diofork_lock.timeout_ms, &diofork_timeout_fops);
+	debugfs_create_file("drain_timeout_ms", 0644, diofork_dir,
+			    &diofork_drain.timeout_ms, &diofork_timeout_fops);
+	debugfs_create_file("lock_wait_hist", 0444, diofork_dir,
+			    &diofork_lock.stats, &diofork_hist_fops);
+	debugfs_create_file("drain_wait_hist", 0444, diofork_dir,
+			    &diofork_drain.stats, &diofork_hist_fops);
 	return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <linux/types.h>
 #include <linux/list.h>
 #include <linux/rcupdate.h>
+#include <linux/atomic.h>
 
 struct bio;
 struct mm_struct;
@@ -64,10 +65,18 @@ struct diofork_policy {
 	/* the DIO's own task enters / leaves its page lookup; io may be NULL */
 	void (*gup_enter)(struct diofork_gup *g);
 	void (*gup_exit)(struct diofork_gup *g, struct diofork_io *io);
-	/* fork of a process with a private mm (not vfork, not a thread) */
-	void (*fork)(struct mm_struct *mm, bool dio_inflight);
-	/* write fault on a write-protected PTE whose page has DIO in flight */
-	void (*cow_fault)(struct vm_fault *vmf, struct diofork_io *io);
+	/*
+	 * fork of a process with a private mm (not vfork, not a thread).
+	 * Return true to make this fork return -ERESTARTNOINTR: the policy
+	 * has queued task work that runs before the syscall restarts.
+	 */
+	bool (*fork)(struct mm_struct *mm, bool dio_inflight);
+	/*
+	 * Write fault on a write-protected PTE whose page has DIO in flight,
+	 * under the PTE lock.  Return true to back off: the PTE lock is
+	 * dropped, the fault returns without breaking COW and is retried.
+	 */
+	bool (*cow_fault)(struct vm_fault *vmf, struct diofork_io *io);
 };
 
 int diofork_policy_register(const struct diofork_policy *pol);
@@ -79,6 +88,12 @@ bool diofork_mode_available(enum diofork_mode mode);
 int diofork_mode_init(void);
 int diofork_policy_observe_init(void);
 int diofork_policy_pin_init(void);
+int diofork_policy_lock_init(void);
+void diofork_policy_lock_exit(void);
+int diofork_policy_drain_init(void);
+void diofork_policy_drain_exit(void);
+struct diofork_wait_policy;
+extern struct diofork_wait_policy diofork_lock, diofork_drain;
 void diofork_pin_release(struct diofork_io *io);
 void diofork_pin_sweep(void);
 bool diofork_pin_is_passive(void);
@@ -110,6 +125,14 @@ enum diofork_stat {
 	DIOFORK_STAT_PIN_SKIPPED_SHARED,
 	DIOFORK_STAT_PIN_SKIPPED_DONTFORK,
 	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
+	DIOFORK_STAT_LOCK_SKIPPED_KERNEL,
+	DIOFORK_STAT_LOCK_TIMEOUTS,
+	DIOFORK_STAT_LOCK_ABORTED,
+	DIOFORK_STAT_LOCK_ALLOC_FAILURES,
+	DIOFORK_STAT_DRAIN_FORKS_WAITED,
+	DIOFORK_STAT_DRAIN_TIMEOUTS,
+	DIOFORK_STAT_DRAIN_ABORTED,
+	DIOFORK_STAT_DRAIN_ALLOC_FAILURES,
 	DIOFORK_NR_MONOTONIC,
 	/* gauges: never reset, summed across CPUs */
 	DIOFORK_STAT_DIO_INFLIGHT = DIOFORK_NR_MONOTONIC,
@@ -130,6 +153,32 @@ long diofork_stat_read_raw(enum diofork_stat item);
 const char *diofork_stat_name(enum diofork_stat item);
 void diofork_stats_reset(void);
 int diofork_stats_init(void);
+
+/* ---- wait figures for lock and drain (hist.c) --------------------------- */
+
+#define DIOFORK_HIST_BUCKETS	40	/* log2(ns): up to ~550 s */
+
+struct diofork_wait_pcpu {
+	u64 bucket[DIOFORK_HIST_BUCKETS];
+	u64 count;
+	u64 ns_total;
+};
+
+struct diofork_wait {
+	struct diofork_wait_pcpu __percpu *pcpu;
+	struct diofork_wait_pcpu base;	/* sums at the last reset */
+	atomic64_t ns_max;
+};
+
+int diofork_wait_init(struct diofork_wait *w);
+void diofork_wait_exit(struct diofork_wait *w);
+void diofork_wait_record(struct diofork_wait *w, u64 ns);
+void diofork_wait_read(struct diofork_wait *w, struct diofork_wait_pcpu *out,
+		       u64 *max_ns);
+void diofork_wait_reset(struct diofork_wait *w);
+void diofork_wait_show_stats(struct seq_file *m, const char *prefix,
+			     struct diofork_wait *w);
+void diofork_wait_show_hist(struct seq_file *m, struct diofork_wait *w);
 
 /* ---- the in-flight table (track.c) -------------------------------------- */
 
@@ -168,7 +217,11 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 				     const unsigned int *wp_seq);
 void diofork_track_release(const struct bio *bio);
 void diofork_track_forget_all(void);
-struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn);
+struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
+					    const struct mm_struct *mm);
+int diofork_track_wait_event(const struct mm_struct *mm, unsigned long pfn,
+			     long timeout, const bool *stop);
+void diofork_track_wake_all(void);
 bool diofork_track_mm_busy(const struct mm_struct *mm);
 unsigned long diofork_track_mm_pinned(const struct mm_struct *mm);
 long diofork_track_inflight(void);

@@ -25,6 +25,7 @@
 #include <linux/sched/task.h>
 #include <linux/seq_file.h>
 #include <linux/ptrace.h>
+#include <linux/errno.h>
 #include "diofork.h"
 #include "compat.h"
 
@@ -113,6 +114,29 @@ static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
 	return 0;
 }
 
+/*
+ * Stand-ins a handler may send its probed function to.  They run in the
+ * probed function's place, with its arguments, and return to its caller.
+ * (Unload waits for tasks still in them: synchronize_rcu_tasks().)
+ */
+static pid_t diofork_fork_restart(struct kernel_clone_args *args)
+{
+	return -ERESTARTNOINTR;
+}
+
+static vm_fault_t diofork_cow_backoff(struct vm_fault *vmf)
+	__releases(vmf->ptl)
+{
+	pte_unmap_unlock(vmf->pte, vmf->ptl);
+	return 0;
+}
+
+/* An IP-modifying kprobe needs a post handler (kprobe_ipmodify_ops). */
+static void diofork_post_nop(struct kprobe *p, struct pt_regs *regs,
+			     unsigned long flags)
+{
+}
+
 /* ---- fork: kernel_clone(args) ------------------------------------------ */
 
 static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
@@ -132,8 +156,10 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 	if (busy)
 		diofork_stat_inc(DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT);
 	pol = diofork_policy_get();
-	if (pol && pol->fork)
-		pol->fork(mm, busy);
+	if (pol && pol->fork && pol->fork(mm, busy)) {
+		instruction_pointer_set(regs, (unsigned long)diofork_fork_restart);
+		return 1;
+	}
 	return 0;
 }
 
@@ -148,7 +174,7 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 
 	if (!pte_present(pte))
 		return 0;
-	io = diofork_track_lookup_pfn(pte_pfn(pte));
+	io = diofork_track_lookup_pfn(pte_pfn(pte), vmf->vma->vm_mm);
 	if (!io)
 		return 0;
 	if (io->mm == vmf->vma->vm_mm)
@@ -156,8 +182,10 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 	else
 		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE_CHILD);
 	pol = diofork_policy_get();
-	if (pol && pol->cow_fault)
-		pol->cow_fault(vmf, io);
+	if (pol && pol->cow_fault && pol->cow_fault(vmf, io)) {
+		instruction_pointer_set(regs, (unsigned long)diofork_cow_backoff);
+		return 1;
+	}
 	return 0;
 }
 
@@ -166,6 +194,10 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 #define DIOFORK_KPROBE(_id, _sym, _req, _pre)				\
 	[_id] = { .symbol = _sym, .required = _req,			\
 		  .kp = { .pre_handler = _pre } }
+#define DIOFORK_KPROBE_IPMODIFY(_id, _sym, _pre)			\
+	[_id] = { .symbol = _sym, .required = true,			\
+		  .kp = { .pre_handler = _pre,				\
+			  .post_handler = diofork_post_nop } }
 
 static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 	[DIOFORK_HOOK_DIO_GET_PAGES] = {
@@ -184,10 +216,10 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		       diofork_release_pre),
 	DIOFORK_KPROBE(DIOFORK_HOOK_DIO_LEGACY, "submit_bio", false,
 		       diofork_legacy_submit_pre),
-	DIOFORK_KPROBE(DIOFORK_HOOK_FORK, "kernel_clone", true,
-		       diofork_fork_pre),
-	DIOFORK_KPROBE(DIOFORK_HOOK_COW, "do_wp_page", true,
-		       diofork_cow_pre),
+	DIOFORK_KPROBE_IPMODIFY(DIOFORK_HOOK_FORK, "kernel_clone",
+				diofork_fork_pre),
+	DIOFORK_KPROBE_IPMODIFY(DIOFORK_HOOK_COW, "do_wp_page",
+				diofork_cow_pre),
 };
 
 static int diofork_hook_attach(struct diofork_hook *h)

@@ -20,6 +20,7 @@
 #include <linux/ctype.h>
 #include <linux/rcupdate.h>
 #include <linux/bitops.h>
+#include <linux/rcupdate_wait.h>
 #include "diofork.h"
 
 const char * const diofork_mode_names[DIOFORK_NR_MODES] = {
@@ -144,10 +145,26 @@ unlock:
 
 int diofork_mode_init(void)
 {
-	return diofork_policy_observe_init() ?: diofork_policy_pin_init();
+	int ret;
+
+	ret = diofork_policy_observe_init() ?: diofork_policy_pin_init();
+	if (ret)
+		return ret;
+	ret = diofork_policy_lock_init();
+	if (ret)
+		return ret;
+	ret = diofork_policy_drain_init();
+	if (ret)
+		diofork_policy_lock_exit();
+	return ret;
 }
 
+/* Back to off (hooks out, waiters released), then free policy state. */
 void diofork_mode_exit(void)
 {
 	diofork_mode_set(DIOFORK_MODE_OFF);
+	/* tasks still inside a stand-in a hook sent them to */
+	synchronize_rcu_tasks();
+	diofork_policy_drain_exit();
+	diofork_policy_lock_exit();
 }

@@ -251,11 +251,12 @@ void diofork_pin_release(struct diofork_io *io)
 	io->nr_pinned = 0;
 }
 
-static void diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
+static bool diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
 {
 	if (dio_inflight)
 		diofork_stat_add(DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 				 diofork_track_mm_pinned(mm));
+	return false;
 }
 
 static int diofork_pin_enable(void)

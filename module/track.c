@@ -45,6 +45,20 @@ static atomic_t diofork_mm_ios[1 << DIOFORK_MM_HASH_BITS];
 static atomic_long_t diofork_nr_ios;
 static DECLARE_WAIT_QUEUE_HEAD(diofork_idle_wq);
 
+/*
+ * Tasks waiting for a page or an mm to have no DIO in flight (lock, drain)
+ * sleep on a hashed queue, like the kernel's page wait table.  Release only
+ * looks at the queues when someone waits.
+ */
+#define DIOFORK_WAITQ_BITS	8
+static wait_queue_head_t diofork_waitq[1 << DIOFORK_WAITQ_BITS];
+static atomic_t diofork_nr_waiters;
+
+static wait_queue_head_t *diofork_waitq_for(unsigned long key)
+{
+	return &diofork_waitq[hash_long(key, DIOFORK_WAITQ_BITS)];
+}
+
 static struct diofork_bucket *diofork_bio_bucket(const struct bio *bio)
 {
 	return &diofork_bio_hash[hash_ptr(bio, DIOFORK_BIO_HASH_BITS)];
@@ -145,6 +159,15 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 				 DIOFORK_STAT_DIO_COMPLETED_WRITE :
 				 DIOFORK_STAT_DIO_COMPLETED_READ);
 	atomic_dec(diofork_mm_count(io->mm));
+
+	/* pairs with the barrier in diofork_track_wait_event() */
+	smp_mb();
+	if (atomic_read(&diofork_nr_waiters)) {
+		for (i = 0; i < io->nr_pages; i++)
+			wake_up_all(diofork_waitq_for(io->pages[i].pfn));
+		wake_up_all(diofork_waitq_for((unsigned long)io->mm));
+	}
+
 	if (atomic_long_dec_and_test(&diofork_nr_ios) &&
 	    wq_has_sleeper(&diofork_idle_wq))
 		wake_up_all(&diofork_idle_wq);
@@ -189,14 +212,72 @@ void diofork_track_release(const struct bio *bio)
 	diofork_unhash_bio(bio, false);
 }
 
-struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn)
+/*
+ * A DIO in flight on @pfn: one of @mm's if there is one, else any.
+ * Caller holds rcu_read_lock() or runs with preemption disabled.
+ */
+struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
+					    const struct mm_struct *mm)
 {
+	struct diofork_io *any = NULL;
 	struct diofork_page_ref *ref;
 
-	hlist_for_each_entry_rcu(ref, &diofork_pfn_bucket(pfn)->head, node)
-		if (ref->pfn == pfn)
+	hlist_for_each_entry_rcu(ref, &diofork_pfn_bucket(pfn)->head, node) {
+		if (ref->pfn != pfn)
+			continue;
+		if (ref->io->mm == mm)
 			return ref->io;
-	return NULL;
+		any = ref->io;
+	}
+	return any;
+}
+
+static bool diofork_track_page_busy(unsigned long pfn,
+				    const struct mm_struct *mm)
+{
+	struct diofork_io *io;
+	bool busy;
+
+	rcu_read_lock();
+	io = diofork_track_lookup_pfn(pfn, mm);
+	busy = io && io->mm == mm;
+	rcu_read_unlock();
+	return busy;
+}
+
+/*
+ * Sleep until @mm has no DIO in flight on @pfn (or, with pfn == ULONG_MAX,
+ * none at all), *@stop is set, @timeout jiffies pass or a fatal signal
+ * arrives.  Returns 0, -ETIMEDOUT, -EINTR or -ECANCELED (*stop).
+ */
+int diofork_track_wait_event(const struct mm_struct *mm, unsigned long pfn,
+			     long timeout, const bool *stop)
+{
+	wait_queue_head_t *wq = diofork_waitq_for(pfn == ULONG_MAX ?
+						  (unsigned long)mm : pfn);
+	long ret;
+
+	atomic_inc(&diofork_nr_waiters);
+	smp_mb__after_atomic();
+	ret = wait_event_killable_timeout(*wq, READ_ONCE(*stop) ||
+		(pfn == ULONG_MAX ? !diofork_track_mm_busy(mm) :
+				    !diofork_track_page_busy(pfn, mm)),
+		timeout);
+	atomic_dec(&diofork_nr_waiters);
+	if (ret < 0)
+		return -EINTR;
+	if (READ_ONCE(*stop))
+		return -ECANCELED;
+	return ret ? 0 : -ETIMEDOUT;
+}
+
+/* Wake every waiter, to look at its stop flag. */
+void diofork_track_wake_all(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(diofork_waitq); i++)
+		wake_up_all(&diofork_waitq[i]);
 }
 
 /* Does @mm have a tracked DIO in flight?  Exact, and cheap when it has not. */
@@ -355,6 +436,10 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 
 int diofork_track_init(void)
 {
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(diofork_waitq); i++)
+		init_waitqueue_head(&diofork_waitq[i]);
 	diofork_bio_hash = diofork_buckets_alloc(DIOFORK_BIO_HASH_BITS);
 	diofork_pfn_hash = diofork_buckets_alloc(DIOFORK_PFN_HASH_BITS);
 	if (!diofork_bio_hash || !diofork_pfn_hash) {

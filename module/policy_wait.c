@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Deferred waits for lock and drain: see policy_wait.h.
+ *
+ * The waiter is allocated with GFP_ATOMIC in the hook.  If that fails, or
+ * the task is exiting, the operation is not backed off: it proceeds
+ * unprotected and the policy's alloc-failure counter says so.
+ *
+ * Stopping (mode switch, unload) sets ->stopping, wakes every waiter, and
+ * waits until none is left in this file's code.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/jiffies.h>
+#include <linux/ktime.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/wait.h>
+#include "policy_wait.h"
+
+static DECLARE_WAIT_QUEUE_HEAD(diofork_waiters_gone);
+
+static void diofork_wait_fn(struct callback_head *cb)
+{
+	struct diofork_waiter *w = container_of(cb, struct diofork_waiter, cb);
+	struct diofork_wait_policy *wp = w->wp;
+	unsigned int ms = READ_ONCE(wp->timeout_ms);
+	int ret;
+
+	ret = diofork_track_wait_event(w->mm, w->pfn,
+				       ms ? msecs_to_jiffies(ms) :
+					    MAX_SCHEDULE_TIMEOUT,
+				       &wp->stopping);
+	diofork_wait_record(&wp->stats, ktime_get_ns() - w->start_ns);
+	if (ret == -ETIMEDOUT)
+		diofork_stat_inc(wp->stat_timeouts);
+	else if (ret)
+		diofork_stat_inc(wp->stat_aborted);
+	kfree(w);
+	if (atomic_dec_and_test(&wp->waiters))
+		wake_up_all(&diofork_waiters_gone);
+}
+
+/*
+ * From a hook (atomic): arrange for current to wait, before it returns to
+ * user space, until @mm has no DIO on @pfn (ULONG_MAX: none at all).
+ * Returns true if the caller must back off the faulting operation.
+ */
+bool diofork_wait_queue(struct diofork_wait_policy *wp, struct mm_struct *mm,
+			unsigned long pfn, enum task_work_notify_mode notify)
+{
+	struct diofork_waiter *w;
+
+	if (READ_ONCE(wp->stopping))
+		return false;
+	w = kmalloc(sizeof(*w), GFP_ATOMIC | __GFP_NOWARN);
+	if (!w) {
+		diofork_stat_inc(wp->stat_alloc_failures);
+		return false;
+	}
+	init_task_work(&w->cb, diofork_wait_fn);
+	w->wp = wp;
+	w->mm = mm;
+	w->pfn = pfn;
+	w->start_ns = ktime_get_ns();
+	atomic_inc(&wp->waiters);
+	if (task_work_add(current, &w->cb, notify)) {
+		/* exiting: nothing to protect any more */
+		kfree(w);
+		if (atomic_dec_and_test(&wp->waiters))
+			wake_up_all(&diofork_waiters_gone);
+		return false;
+	}
+	return true;
+}
+
+void diofork_wait_policy_start(struct diofork_wait_policy *wp)
+{
+	WRITE_ONCE(wp->stopping, false);
+}
+
+/*
+ * Release every waiter and wait until each has left diofork_wait_fn().
+ * Queued work that has not run yet runs promptly: its task is on its way
+ * back to user space.
+ */
+void diofork_wait_policy_stop(struct diofork_wait_policy *wp)
+{
+	WRITE_ONCE(wp->stopping, true);
+	diofork_track_wake_all();
+	wait_event(diofork_waiters_gone, !atomic_read(&wp->waiters));
+	/* the last one may still be on its way out of our text */
+	synchronize_rcu_tasks();
+}
