@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Kernel version differences, and only those.  No other file tests
- * LINUX_VERSION_CODE.
+ * Kernel version differences, and only those.  Features are probed in the
+ * headers by Kbuild (DIOFORK_HAVE_*), not guessed from LINUX_VERSION_CODE.
  *
  * Supported: Debian 6.1 (DIO takes plain page references through
  * iov_iter_get_pages2()) and Debian 6.12 (DIO pins pages with FOLL_PIN
@@ -10,18 +10,18 @@
 #ifndef _DIOFORK_COMPAT_H
 #define _DIOFORK_COMPAT_H
 
-#include <linux/version.h>
 #include <linux/blk_types.h>
 #include <linux/bio.h>
 #include <linux/mm_types.h>
 #include <linux/seqlock.h>
 #include <linux/uaccess.h>
 #include <linux/ftrace.h>
+#include <linux/mm.h>
 
 /* Did the kernel itself pin this bio's pages (FOLL_PIN)? */
 static inline bool diofork_bio_kernel_pinned(struct bio *bio)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+#ifdef DIOFORK_HAVE_BIO_PAGE_PINNED
 	return bio_flagged(bio, BIO_PAGE_PINNED);
 #else
 	return false;
@@ -31,7 +31,7 @@ static inline bool diofork_bio_kernel_pinned(struct bio *bio)
 /* Are this bio's pages borrowed (io_uring registered buffer, kernel bvec)? */
 static inline bool diofork_bio_no_page_ref(struct bio *bio)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+#ifdef DIOFORK_HAVE_BIO_PAGE_PINNED
 	return !bio_flagged(bio, BIO_PAGE_PINNED);
 #else
 	return bio_flagged(bio, BIO_NO_PAGE_REF);
@@ -54,11 +54,25 @@ static inline bool diofork_mm_wp_seq_changed(struct mm_struct *mm,
 static inline void diofork_ftrace_set_ip(struct ftrace_regs *fregs,
 					 unsigned long ip)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+#ifdef DIOFORK_HAVE_FTRACE_REGS_SET_IP
 	ftrace_regs_set_instruction_pointer(fregs, ip);
 #else
 	ftrace_instruction_pointer_set(fregs, ip);
 #endif
+}
+
+/*
+ * Drop what do_wp_page() is entered with: the PTE lock, and since v6.5 the
+ * RCU read lock of pte_offset_map().  (The __acquire()s only tell sparse
+ * that the caller holds them.)
+ */
+static inline void diofork_pte_unmap_unlock(struct vm_fault *vmf)
+{
+	__acquire(vmf->ptl);
+#ifdef DIOFORK_HAVE_PTE_MAP_RCU
+	__acquire(RCU);
+#endif
+	pte_unmap_unlock(vmf->pte, vmf->ptl);
 }
 
 /*

@@ -79,9 +79,9 @@ void diofork_wait_reset(struct diofork_wait *w)
 	atomic64_set(&w->ns_max, 0);
 }
 
-/* One line per non-empty bucket: "<lower_ns> <upper_ns> <count>". */
+/* "<prefix>_waits", "<prefix>_wait_ns_total", "<prefix>_wait_ns_max" */
 void diofork_wait_show_stats(struct seq_file *m, const char *prefix,
-			      struct diofork_wait *w)
+			     struct diofork_wait *w)
 {
 	struct diofork_wait_pcpu s;
 	u64 max_ns;
@@ -92,6 +92,7 @@ void diofork_wait_show_stats(struct seq_file *m, const char *prefix,
 	seq_printf(m, "%s_wait_ns_max %llu\n", prefix, max_ns);
 }
 
+/* One line per non-empty bucket: "<lower_ns> <upper_ns> <count>". */
 void diofork_wait_show_hist(struct seq_file *m, struct diofork_wait *w)
 {
 	struct diofork_wait_pcpu s;

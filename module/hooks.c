@@ -125,9 +125,8 @@ static pid_t diofork_fork_restart(struct kernel_clone_args *args)
 }
 
 static vm_fault_t diofork_cow_backoff(struct vm_fault *vmf)
-	__releases(vmf->ptl)
 {
-	pte_unmap_unlock(vmf->pte, vmf->ptl);
+	diofork_pte_unmap_unlock(vmf);
 	return 0;
 }
 

@@ -101,6 +101,7 @@ static void diofork_pin_slot_free(struct diofork_pin_slot *s)
 	s->pages = NULL;
 	s->nr = 0;
 	s->cap = 0;
+	/* the fields above are cleared before another task can claim it */
 	smp_store_release(&s->task, NULL);
 }
 

@@ -35,7 +35,7 @@
 #define DIOFORK_MM_HASH_BITS	10
 
 struct diofork_bucket {
-	spinlock_t lock;
+	spinlock_t lock;		/* writers of this bucket's list */
 	struct hlist_head head;
 };
 
@@ -245,6 +245,13 @@ static bool diofork_track_page_busy(unsigned long pfn,
 	return busy;
 }
 
+static bool diofork_track_busy(const struct mm_struct *mm, unsigned long pfn)
+{
+	if (pfn == ULONG_MAX)
+		return diofork_track_mm_busy(mm);
+	return diofork_track_page_busy(pfn, mm);
+}
+
 /*
  * Sleep until @mm has no DIO in flight on @pfn (or, with pfn == ULONG_MAX,
  * none at all), *@stop is set, @timeout jiffies pass or a fatal signal
@@ -258,11 +265,11 @@ int diofork_track_wait_event(const struct mm_struct *mm, unsigned long pfn,
 	long ret;
 
 	atomic_inc(&diofork_nr_waiters);
+	/* count us before testing, pairs with the barrier in retire */
 	smp_mb__after_atomic();
 	ret = wait_event_killable_timeout(*wq, READ_ONCE(*stop) ||
-		(pfn == ULONG_MAX ? !diofork_track_mm_busy(mm) :
-				    !diofork_track_page_busy(pfn, mm)),
-		timeout);
+					  !diofork_track_busy(mm, pfn),
+					  timeout);
 	atomic_dec(&diofork_nr_waiters);
 	if (ret < 0)
 		return -EINTR;
@@ -425,7 +432,11 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	hlist_add_head_rcu(&io->bio_node, &b->head);
 	spin_unlock_irqrestore(&b->lock, flags);
 
-	/* The bio is not submitted yet: nobody can release it under us. */
+	/*
+	 * Hashed before we re-read write_protect_seq, as GUP-fast re-reads it
+	 * after taking its pins.  The bio is not submitted yet: nobody can
+	 * release it under us.
+	 */
 	smp_mb();
 	if (wp_seq && diofork_mm_wp_seq_changed(io->mm, *wp_seq)) {
 		WRITE_ONCE(io->flags, io->flags | DIOFORK_IO_FORK_RACED);
