@@ -17,6 +17,7 @@
 #include <linux/uaccess.h>
 #include <linux/ftrace.h>
 #include <linux/mm.h>
+#include <linux/mmap_lock.h>
 
 /* Did the kernel itself pin this bio's pages (FOLL_PIN)? */
 static inline bool diofork_bio_kernel_pinned(struct bio *bio)
@@ -73,6 +74,16 @@ static inline void diofork_pte_unmap_unlock(struct vm_fault *vmf)
 	__acquire(RCU);
 #endif
 	pte_unmap_unlock(vmf->pte, vmf->ptl);
+}
+
+/* Drop the mmap lock (or, since v6.4, the VMA lock) a fault holds. */
+static inline void diofork_release_fault_lock(struct vm_fault *vmf)
+{
+#ifdef DIOFORK_HAVE_RELEASE_FAULT_LOCK
+	release_fault_lock(vmf);
+#else
+	mmap_read_unlock(vmf->vma->vm_mm);
+#endif
 }
 
 /*

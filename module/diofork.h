@@ -66,17 +66,17 @@ struct diofork_policy {
 	void (*gup_enter)(struct diofork_gup *g);
 	void (*gup_exit)(struct diofork_gup *g, struct diofork_io *io);
 	/*
-	 * fork of a process with a private mm (not vfork, not a thread).
-	 * Return true to make this fork return -ERESTARTNOINTR: the policy
-	 * has queued task work that runs before the syscall restarts.
+	 * fork of a process with a private mm (not vfork, not a thread),
+	 * at kernel_clone() entry.  May return a stand-in: a function with
+	 * kernel_clone()'s signature that runs in its place.
 	 */
-	bool (*fork)(struct mm_struct *mm, bool dio_inflight);
+	unsigned long (*fork)(struct mm_struct *mm, bool dio_inflight);
 	/*
 	 * Write fault on a write-protected PTE whose page has DIO in flight,
-	 * under the PTE lock.  Return true to back off: the PTE lock is
-	 * dropped, the fault returns without breaking COW and is retried.
+	 * at do_wp_page() entry, under the PTE lock.  May return a stand-in
+	 * with do_wp_page()'s signature and duties (it drops the PTE lock).
 	 */
-	bool (*cow_fault)(struct vm_fault *vmf, struct diofork_io *io);
+	unsigned long (*cow_fault)(struct vm_fault *vmf, struct diofork_io *io);
 };
 
 int diofork_policy_register(const struct diofork_policy *pol);
@@ -125,7 +125,7 @@ enum diofork_stat {
 	DIOFORK_STAT_PIN_SKIPPED_SHARED,
 	DIOFORK_STAT_PIN_SKIPPED_DONTFORK,
 	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
-	DIOFORK_STAT_LOCK_SKIPPED_KERNEL,
+	DIOFORK_STAT_LOCK_SKIPPED_SELF,
 	DIOFORK_STAT_LOCK_TIMEOUTS,
 	DIOFORK_STAT_LOCK_ABORTED,
 	DIOFORK_STAT_LOCK_ALLOC_FAILURES,
@@ -223,6 +223,8 @@ int diofork_track_wait_event(const struct mm_struct *mm, unsigned long pfn,
 			     long timeout, const bool *stop);
 void diofork_track_wake_all(void);
 bool diofork_track_mm_busy(const struct mm_struct *mm);
+bool diofork_track_page_task(unsigned long pfn, const struct mm_struct *mm,
+			     const struct task_struct *task);
 unsigned long diofork_track_mm_pinned(const struct mm_struct *mm);
 long diofork_track_inflight(void);
 long diofork_track_wait_idle(long timeout);

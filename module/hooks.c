@@ -115,22 +115,10 @@ static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
 }
 
 /*
- * Stand-ins a handler may send its probed function to.  They run in the
- * probed function's place, with its arguments, and return to its caller.
- * (Unload waits for tasks still in them: synchronize_rcu_tasks().)
+ * A policy may send fork or the COW fault to a stand-in (see
+ * policy_wait.h).  Such an IP-modifying kprobe needs a post handler, so
+ * that kprobes arms it with its IPMODIFY ftrace ops.
  */
-static pid_t diofork_fork_restart(struct kernel_clone_args *args)
-{
-	return -ERESTARTNOINTR;
-}
-
-static vm_fault_t diofork_cow_backoff(struct vm_fault *vmf)
-{
-	diofork_pte_unmap_unlock(vmf);
-	return 0;
-}
-
-/* An IP-modifying kprobe needs a post handler (kprobe_ipmodify_ops). */
 static void diofork_post_nop(struct kprobe *p, struct pt_regs *regs,
 			     unsigned long flags)
 {
@@ -143,6 +131,7 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 	const struct kernel_clone_args *args;
 	const struct diofork_policy *pol;
 	struct mm_struct *mm = current->mm;
+	unsigned long standin;
 	bool busy;
 
 	args = (const struct kernel_clone_args *)regs_get_kernel_argument(regs, 0);
@@ -155,8 +144,9 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 	if (busy)
 		diofork_stat_inc(DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT);
 	pol = diofork_policy_get();
-	if (pol && pol->fork && pol->fork(mm, busy)) {
-		instruction_pointer_set(regs, (unsigned long)diofork_fork_restart);
+	standin = pol && pol->fork ? pol->fork(mm, busy) : 0;
+	if (standin) {
+		instruction_pointer_set(regs, standin);
 		return 1;
 	}
 	return 0;
@@ -168,6 +158,7 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 {
 	struct vm_fault *vmf = (struct vm_fault *)regs_get_kernel_argument(regs, 0);
 	const struct diofork_policy *pol;
+	unsigned long standin;
 	struct diofork_io *io;
 	pte_t pte = vmf->orig_pte;
 
@@ -181,8 +172,9 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 	else
 		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE_CHILD);
 	pol = diofork_policy_get();
-	if (pol && pol->cow_fault && pol->cow_fault(vmf, io)) {
-		instruction_pointer_set(regs, (unsigned long)diofork_cow_backoff);
+	standin = pol && pol->cow_fault ? pol->cow_fault(vmf, io) : 0;
+	if (standin) {
+		instruction_pointer_set(regs, standin);
 		return 1;
 	}
 	return 0;

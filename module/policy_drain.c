@@ -16,6 +16,8 @@
  * Not held off yet: a DIO that another thread submits while the restarted
  * fork copies the page tables (track_fork_raced counts such overlaps).
  */
+#include <linux/errno.h>
+#include <linux/sched/task.h>
 #include "policy_wait.h"
 
 struct diofork_wait_policy diofork_drain = {
@@ -25,14 +27,23 @@ struct diofork_wait_policy diofork_drain = {
 	.stat_alloc_failures	= DIOFORK_STAT_DRAIN_ALLOC_FAILURES,
 };
 
-static bool diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
+/*
+ * Runs in place of kernel_clone(): the queued task work waits, then the
+ * syscall restarts.
+ */
+static pid_t diofork_drain_fork_standin(struct kernel_clone_args *args)
+{
+	return -ERESTARTNOINTR;
+}
+
+static unsigned long diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
 {
 	if (!dio_inflight)
-		return false;
+		return 0;
 	if (!diofork_wait_queue(&diofork_drain, mm, ULONG_MAX, TWA_SIGNAL))
-		return false;
+		return 0;
 	diofork_stat_inc(DIOFORK_STAT_DRAIN_FORKS_WAITED);
-	return true;
+	return (unsigned long)diofork_drain_fork_standin;
 }
 
 static int diofork_drain_enable(void)

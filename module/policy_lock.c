@@ -8,13 +8,14 @@
  * off (PTE lock dropped, nothing changed), sleeps until that page has no
  * DIO of this mm in flight, then faults again and COWs complete data.
  *
- * Only user-mode write faults wait.  A kernel-mode fault (GUP, uaccess)
- * would retry inside the kernel without ever sleeping, and a DIO's own GUP
- * must never wait for itself: those proceed and are counted
- * (lock_skipped_kernel).  A COW in another mm (the child) leaves the DIO's
- * page with its owner and needs no wait.
+ * User-mode and kernel-mode faults (another thread's DIO page lookup, a
+ * copy_to_user()) wait alike.  A task whose own DIO targets the page never
+ * waits (lock_skipped_self): its GUP may fault on its own buffer.  A COW
+ * in another mm (the child) leaves the DIO's page with its owner and needs
+ * no wait.
  */
 #include <linux/mm.h>
+#include "compat.h"
 #include "policy_wait.h"
 
 struct diofork_wait_policy diofork_lock = {
@@ -24,18 +25,52 @@ struct diofork_wait_policy diofork_lock = {
 	.stat_alloc_failures	= DIOFORK_STAT_LOCK_ALLOC_FAILURES,
 };
 
-static bool diofork_lock_cow_fault(struct vm_fault *vmf, struct diofork_io *io)
+/*
+ * Runs in place of do_wp_page(), PTE lock held.  Like a fault that waits
+ * for a page lock (folio_lock_or_retry()): if the fault may be retried,
+ * drop the mmap (or VMA) lock too, wait, and return VM_FAULT_RETRY;
+ * otherwise wait holding it and return 0, and the fault is simply retried.
+ * Sleeping here is allowed: the caller may sleep, the PTE lock is gone.
+ * Completing DIO needs neither lock.
+ */
+static vm_fault_t diofork_lock_cow_standin(struct vm_fault *vmf)
 {
 	struct mm_struct *mm = vmf->vma->vm_mm;
+	unsigned long pfn = pte_pfn(vmf->orig_pte);
+	unsigned int flags = vmf->flags;
+	vm_fault_t ret = 0;
+
+	diofork_pte_unmap_unlock(vmf);
+	if (flags & FAULT_FLAG_RETRY_NOWAIT) {
+		/* the caller cannot wait (io_uring's nonblocking try) */
+		diofork_wait_end(&diofork_lock);
+		return VM_FAULT_RETRY;
+	}
+	if (flags & FAULT_FLAG_ALLOW_RETRY) {
+		diofork_release_fault_lock(vmf);
+		ret = VM_FAULT_RETRY;
+	}
+	diofork_wait_sleep(&diofork_lock, mm, pfn);
+	diofork_wait_end(&diofork_lock);
+	return ret;
+}
+
+static unsigned long diofork_lock_cow_fault(struct vm_fault *vmf,
+					    struct diofork_io *io)
+{
+	struct mm_struct *mm = vmf->vma->vm_mm;
+	unsigned long pfn = pte_pfn(vmf->orig_pte);
 
 	if (io->mm != mm || !(vmf->flags & FAULT_FLAG_WRITE))
-		return false;
-	if (!(vmf->flags & FAULT_FLAG_USER) || current == io->task) {
-		diofork_stat_inc(DIOFORK_STAT_LOCK_SKIPPED_KERNEL);
-		return false;
+		return 0;
+	/* a DIO's own page lookup must never wait for that DIO */
+	if (diofork_track_page_task(pfn, mm, current)) {
+		diofork_stat_inc(DIOFORK_STAT_LOCK_SKIPPED_SELF);
+		return 0;
 	}
-	return diofork_wait_queue(&diofork_lock, mm, pte_pfn(vmf->orig_pte),
-				  TWA_RESUME);
+	if (!diofork_wait_begin(&diofork_lock))
+		return 0;
+	return (unsigned long)diofork_lock_cow_standin;
 }
 
 static int diofork_lock_enable(void)

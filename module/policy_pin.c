@@ -252,12 +252,12 @@ void diofork_pin_release(struct diofork_io *io)
 	io->nr_pinned = 0;
 }
 
-static bool diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
+static unsigned long diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
 {
 	if (dio_inflight)
 		diofork_stat_add(DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 				 diofork_track_mm_pinned(mm));
-	return false;
+	return 0;
 }
 
 static int diofork_pin_enable(void)

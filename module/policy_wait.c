@@ -13,6 +13,7 @@
 
 #include <linux/jiffies.h>
 #include <linux/ktime.h>
+#include <linux/atomic.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/wait.h>
@@ -20,25 +21,53 @@
 
 static DECLARE_WAIT_QUEUE_HEAD(diofork_waiters_gone);
 
-static void diofork_wait_fn(struct callback_head *cb)
+/* From a hook: count a waiter in, unless the policy is stopping. */
+bool diofork_wait_begin(struct diofork_wait_policy *wp)
 {
-	struct diofork_waiter *w = container_of(cb, struct diofork_waiter, cb);
-	struct diofork_wait_policy *wp = w->wp;
+	atomic_inc(&wp->waiters);
+	/* pairs with diofork_wait_policy_stop(): it sees us, or we see it */
+	smp_mb__after_atomic();
+	if (!READ_ONCE(wp->stopping))
+		return true;
+	diofork_wait_end(wp);
+	return false;
+}
+
+void diofork_wait_end(struct diofork_wait_policy *wp)
+{
+	if (atomic_dec_and_test(&wp->waiters))
+		wake_up_all(&diofork_waiters_gone);
+}
+
+/*
+ * Sleep until @mm has no DIO on @pfn (ULONG_MAX: none at all), bounded by
+ * the policy's timeout, a fatal signal, or the policy stopping.
+ */
+void diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
+			unsigned long pfn)
+{
 	unsigned int ms = READ_ONCE(wp->timeout_ms);
+	u64 start = ktime_get_ns();
 	int ret;
 
-	ret = diofork_track_wait_event(w->mm, w->pfn,
-				       ms ? msecs_to_jiffies(ms) :
-					    MAX_SCHEDULE_TIMEOUT,
+	ret = diofork_track_wait_event(mm, pfn, ms ? msecs_to_jiffies(ms) :
+						     MAX_SCHEDULE_TIMEOUT,
 				       &wp->stopping);
-	diofork_wait_record(&wp->stats, ktime_get_ns() - w->start_ns);
+	diofork_wait_record(&wp->stats, ktime_get_ns() - start);
 	if (ret == -ETIMEDOUT)
 		diofork_stat_inc(wp->stat_timeouts);
 	else if (ret)
 		diofork_stat_inc(wp->stat_aborted);
+}
+
+static void diofork_wait_fn(struct callback_head *cb)
+{
+	struct diofork_waiter *w = container_of(cb, struct diofork_waiter, cb);
+	struct diofork_wait_policy *wp = w->wp;
+
+	diofork_wait_sleep(wp, w->mm, w->pfn);
 	kfree(w);
-	if (atomic_dec_and_test(&wp->waiters))
-		wake_up_all(&diofork_waiters_gone);
+	diofork_wait_end(wp);
 }
 
 /*
@@ -51,24 +80,23 @@ bool diofork_wait_queue(struct diofork_wait_policy *wp, struct mm_struct *mm,
 {
 	struct diofork_waiter *w;
 
-	if (READ_ONCE(wp->stopping))
-		return false;
 	w = kmalloc(sizeof(*w), GFP_ATOMIC | __GFP_NOWARN);
 	if (!w) {
 		diofork_stat_inc(wp->stat_alloc_failures);
+		return false;
+	}
+	if (!diofork_wait_begin(wp)) {
+		kfree(w);
 		return false;
 	}
 	init_task_work(&w->cb, diofork_wait_fn);
 	w->wp = wp;
 	w->mm = mm;
 	w->pfn = pfn;
-	w->start_ns = ktime_get_ns();
-	atomic_inc(&wp->waiters);
 	if (task_work_add(current, &w->cb, notify)) {
 		/* exiting: nothing to protect any more */
 		kfree(w);
-		if (atomic_dec_and_test(&wp->waiters))
-			wake_up_all(&diofork_waiters_gone);
+		diofork_wait_end(wp);
 		return false;
 	}
 	return true;
@@ -87,6 +115,7 @@ void diofork_wait_policy_start(struct diofork_wait_policy *wp)
 void diofork_wait_policy_stop(struct diofork_wait_policy *wp)
 {
 	WRITE_ONCE(wp->stopping, true);
+	smp_mb();	/* pairs with diofork_wait_begin() */
 	diofork_track_wake_all();
 	wait_event(diofork_waiters_gone, !atomic_read(&wp->waiters));
 	/* the last one may still be on its way out of our text */

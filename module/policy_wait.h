@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * What lock and drain share: a task that must wait is not put to sleep in
- * the probed function (the COW path holds the PTE lock, fork is deep in
- * copy_process()).  The hook backs the operation off and queues task work;
- * the task sleeps there, on its way back to user space, where sleeping is
- * allowed and nothing is held, and then retries the fault or the fork.
+ * What lock and drain share: a task that must wait is never put to sleep in
+ * a hook (kprobe context; the COW path even holds the PTE lock).  The hook
+ * sends the task to a stand-in for the probed function, which backs the
+ * operation off and sleeps where sleeping is allowed (lock: in the fault
+ * path once the PTE lock is dropped), or queues task work that sleeps on
+ * the way back to user space (drain); then the operation is retried.
+ *
+ * A waiter is counted (diofork_wait_begin) before the hook lets go, so
+ * stopping the policy can wake and wait for every one of them.
  */
 #ifndef _DIOFORK_POLICY_WAIT_H
 #define _DIOFORK_POLICY_WAIT_H
@@ -17,7 +21,6 @@ struct diofork_waiter {
 	struct diofork_wait_policy *wp;
 	struct mm_struct *mm;		/* identity only */
 	unsigned long pfn;		/* ULONG_MAX: the whole mm */
-	u64 start_ns;
 };
 
 struct diofork_wait_policy {
@@ -31,6 +34,10 @@ struct diofork_wait_policy {
 	enum diofork_stat stat_alloc_failures;
 };
 
+bool diofork_wait_begin(struct diofork_wait_policy *wp);
+void diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
+			unsigned long pfn);
+void diofork_wait_end(struct diofork_wait_policy *wp);
 bool diofork_wait_queue(struct diofork_wait_policy *wp, struct mm_struct *mm,
 			unsigned long pfn, enum task_work_notify_mode notify);
 void diofork_wait_policy_start(struct diofork_wait_policy *wp);

@@ -232,6 +232,22 @@ struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
 	return any;
 }
 
+/*
+ * Does @task have a DIO of @mm in flight on @pfn?  (A DIO must never wait
+ * for itself.)  Caller holds rcu_read_lock() or runs with preemption off.
+ */
+bool diofork_track_page_task(unsigned long pfn, const struct mm_struct *mm,
+			     const struct task_struct *task)
+{
+	struct diofork_page_ref *ref;
+
+	hlist_for_each_entry_rcu(ref, &diofork_pfn_bucket(pfn)->head, node)
+		if (ref->pfn == pfn && ref->io->mm == mm &&
+		    ref->io->task == task)
+			return true;
+	return false;
+}
+
 static bool diofork_track_page_busy(unsigned long pfn,
 				    const struct mm_struct *mm)
 {
