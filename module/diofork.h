@@ -96,6 +96,7 @@ struct diofork_wait_policy;
 extern struct diofork_wait_policy diofork_lock, diofork_drain;
 void diofork_pin_release(struct diofork_io *io);
 void diofork_pin_sweep(void);
+void diofork_pin_unload(void);
 bool diofork_pin_is_passive(void);
 void diofork_mode_exit(void);
 

@@ -2,14 +2,17 @@
 /*
  * The hook table: every place diofork attaches to the kernel, in one list.
  *
- * All hooks are kprobes (kretprobes for the page acquisition) on function
- * entry, which the kernel runs through ftrace.  Their handlers run with
+ * The hooks are kprobes on function entry (a kretprobe for the page
+ * acquisition), which the kernel runs through ftrace, and one plain ftrace
+ * handler for the release, which must not be skipped when it nests.  Their handlers run with
  * preemption disabled, never sleep and never call the probed function, so
  * there is nothing to wrap and no indirect call into unexported code (Debian
  * 6.12 has IBT).  unregister_k*probe() waits for running handlers, so once
  * a hook is removed no CPU is inside its handler.
  *
- * Hooks are installed per mode, all or nothing for the required ones.
+ * Hooks are installed when a mode first needs them, all or nothing for the
+ * required ones, and removed at unload (see mode.c for why not sooner).
+
  * Removing the DIO tracking hooks is ordered so no record is lost: first
  * stop adding records, then let in-flight DIO release its pages (bounded),
  * then stop watching releases and retire what is left.
@@ -26,6 +29,7 @@
 #include <linux/seq_file.h>
 #include <linux/ptrace.h>
 #include <linux/errno.h>
+#include <linux/ftrace.h>
 #include "diofork.h"
 #include "compat.h"
 
@@ -36,8 +40,11 @@ struct diofork_hook {
 	const char *symbol;
 	bool required;
 	bool is_ret;
+	bool is_ftrace;		/* plain ftrace ops: may nest from IRQ */
 	bool attached;
 	int err;
+	unsigned long ftrace_ip;
+	struct ftrace_ops ops;
 	struct kprobe kp;
 	struct kretprobe krp;
 };
@@ -53,7 +60,8 @@ static int diofork_gp_entry(struct kretprobe_instance *ri,
 	struct diofork_gup *d = (struct diofork_gup *)ri->data;
 	const struct iov_iter *iter;
 
-	if (!current->mm || (current->flags & PF_KTHREAD))
+	d->pol = diofork_policy_get();
+	if (!d->pol || !current->mm || (current->flags & PF_KTHREAD))
 		return 1;
 	iter = (const struct iov_iter *)regs_get_kernel_argument(regs, 1);
 	if (!user_backed_iter(iter)) {
@@ -65,8 +73,7 @@ static int diofork_gp_entry(struct kretprobe_instance *ri,
 	d->vcnt = d->bio->bi_vcnt;
 	d->seq = diofork_mm_wp_seq(current->mm);
 	d->pin_slot = NULL;
-	d->pol = diofork_policy_get();
-	if (d->pol && d->pol->gup_enter)
+	if (d->pol->gup_enter)
 		d->pol->gup_enter(d);
 	return 0;
 }
@@ -90,10 +97,21 @@ static int diofork_gp_return(struct kretprobe_instance *ri,
 
 /* ---- DIO page release: __bio_release_pages(bio, mark_dirty) ---------- */
 
-static int diofork_release_pre(struct kprobe *p, struct pt_regs *regs)
+/*
+ * Not a kprobe: completions run in IRQ context, and an IRQ that arrives
+ * while this CPU is in any kprobe handler would have its kprobe skipped
+ * (kprobes do not nest), leaving the record behind.  Ftrace only refuses
+ * recursion within one context.
+ */
+static void notrace diofork_release_ftrace(unsigned long ip,
+					   unsigned long parent_ip,
+					   struct ftrace_ops *op,
+					   struct ftrace_regs *fregs)
 {
-	diofork_track_release((struct bio *)regs_get_kernel_argument(regs, 0));
-	return 0;
+	struct pt_regs *regs = ftrace_get_regs(fregs);
+
+	if (regs)
+		diofork_track_release((struct bio *)regs_get_kernel_argument(regs, 0));
 }
 
 /* ---- legacy fs/direct-io.c (vfat): submit_bio(bio) --------------------- */
@@ -106,6 +124,8 @@ static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
 	if (end_io != diofork_legacy_end_io[0] &&
 	    end_io != diofork_legacy_end_io[1])
 		return 0;
+	if (!diofork_policy_get())
+		return 0;
 	if (!current->mm || (current->flags & PF_KTHREAD) ||
 	    diofork_bio_no_page_ref(bio))
 		return 0;
@@ -115,14 +135,9 @@ static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
 }
 
 /*
- * A policy may send fork or the COW fault to a stand-in (see
- * policy_wait.h).  Such an IP-modifying kprobe needs a post handler, so
- * that kprobes arms it with its IPMODIFY ftrace ops.
+ * A policy may send fork or the COW fault to a stand-in (policy_wait.h):
+ * the pre-handler sets the IP and returns 1, as error injection does.
  */
-static void diofork_post_nop(struct kprobe *p, struct pt_regs *regs,
-			     unsigned long flags)
-{
-}
 
 /* ---- fork: kernel_clone(args) ------------------------------------------ */
 
@@ -134,6 +149,9 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 	unsigned long standin;
 	bool busy;
 
+	pol = diofork_policy_get();
+	if (!pol)
+		return 0;
 	args = (const struct kernel_clone_args *)regs_get_kernel_argument(regs, 0);
 	/* threads, vfork and posix_spawn share the mm: nothing is copied */
 	if ((args->flags & CLONE_VM) || !mm || (current->flags & PF_KTHREAD))
@@ -143,8 +161,7 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 	diofork_stat_inc(DIOFORK_STAT_FORKS);
 	if (busy)
 		diofork_stat_inc(DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT);
-	pol = diofork_policy_get();
-	standin = pol && pol->fork ? pol->fork(mm, busy) : 0;
+	standin = pol->fork ? pol->fork(mm, busy) : 0;
 	if (standin) {
 		instruction_pointer_set(regs, standin);
 		return 1;
@@ -162,7 +179,8 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 	struct diofork_io *io;
 	pte_t pte = vmf->orig_pte;
 
-	if (!pte_present(pte))
+	pol = diofork_policy_get();
+	if (!pol || !pte_present(pte))
 		return 0;
 	io = diofork_track_lookup_pfn(pte_pfn(pte), vmf->vma->vm_mm);
 	if (!io)
@@ -171,8 +189,7 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE);
 	else
 		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE_CHILD);
-	pol = diofork_policy_get();
-	standin = pol && pol->cow_fault ? pol->cow_fault(vmf, io) : 0;
+	standin = pol->cow_fault ? pol->cow_fault(vmf, io) : 0;
 	if (standin) {
 		instruction_pointer_set(regs, standin);
 		return 1;
@@ -185,10 +202,6 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 #define DIOFORK_KPROBE(_id, _sym, _req, _pre)				\
 	[_id] = { .symbol = _sym, .required = _req,			\
 		  .kp = { .pre_handler = _pre } }
-#define DIOFORK_KPROBE_IPMODIFY(_id, _sym, _pre)			\
-	[_id] = { .symbol = _sym, .required = true,			\
-		  .kp = { .pre_handler = _pre,				\
-			  .post_handler = diofork_post_nop } }
 
 static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 	[DIOFORK_HOOK_DIO_GET_PAGES] = {
@@ -203,21 +216,39 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 			.maxactive = 512,
 		},
 	},
-	DIOFORK_KPROBE(DIOFORK_HOOK_DIO_RELEASE, "__bio_release_pages", true,
-		       diofork_release_pre),
+	[DIOFORK_HOOK_DIO_RELEASE] = {
+		.symbol = "__bio_release_pages",
+		.required = true,
+		.is_ftrace = true,
+		.ops = {
+			.func = diofork_release_ftrace,
+			.flags = FTRACE_OPS_FL_SAVE_REGS |
+				 FTRACE_OPS_FL_RECURSION,
+		},
+	},
 	DIOFORK_KPROBE(DIOFORK_HOOK_DIO_LEGACY, "submit_bio", false,
 		       diofork_legacy_submit_pre),
-	DIOFORK_KPROBE_IPMODIFY(DIOFORK_HOOK_FORK, "kernel_clone",
-				diofork_fork_pre),
-	DIOFORK_KPROBE_IPMODIFY(DIOFORK_HOOK_COW, "do_wp_page",
-				diofork_cow_pre),
+	DIOFORK_KPROBE(DIOFORK_HOOK_FORK, "kernel_clone", true,
+		       diofork_fork_pre),
+	DIOFORK_KPROBE(DIOFORK_HOOK_COW, "do_wp_page", true,
+		       diofork_cow_pre),
 };
 
 static int diofork_hook_attach(struct diofork_hook *h)
 {
 	int ret;
 
-	if (h->is_ret) {
+	if (h->is_ftrace) {
+		ret = -ENOENT;
+		h->ftrace_ip = diofork_symbol_addr(h->symbol);
+		if (h->ftrace_ip)
+			ret = ftrace_set_filter_ip(&h->ops, h->ftrace_ip, 0, 0);
+		if (!ret) {
+			ret = register_ftrace_function(&h->ops);
+			if (ret)
+				ftrace_set_filter_ip(&h->ops, h->ftrace_ip, 1, 0);
+		}
+	} else if (h->is_ret) {
 		h->krp.kp.addr = NULL;
 		h->krp.kp.flags = 0;
 		h->krp.kp.symbol_name = h->symbol;
@@ -238,10 +269,14 @@ static void diofork_hook_detach(struct diofork_hook *h)
 {
 	if (!h->attached)
 		return;
-	if (h->is_ret)
+	if (h->is_ftrace) {
+		unregister_ftrace_function(&h->ops);
+		ftrace_set_filter_ip(&h->ops, h->ftrace_ip, 1, 0);
+	} else if (h->is_ret) {
 		unregister_kretprobe(&h->krp);
-	else
+	} else {
 		unregister_kprobe(&h->kp);
+	}
 	h->attached = false;
 }
 
@@ -298,6 +333,8 @@ void diofork_hooks_remove(unsigned long mask)
 	if (left)
 		pr_warn("%ld DIO still in flight: forgetting them\n", left);
 	diofork_hook_detach(&diofork_hooks[DIOFORK_HOOK_DIO_RELEASE]);
+	/* a kretprobe return handler may still be finishing */
+	synchronize_rcu();
 	diofork_track_forget_all();
 	/* contexts the detached kretprobe will never close */
 	diofork_pin_sweep();
@@ -319,11 +356,21 @@ unsigned long diofork_hooks_attached(void)
 	return mask;
 }
 
+/* Hits the kernel skipped (kprobes do not nest; kretprobe instances). */
 unsigned long diofork_hooks_missed(void)
 {
-	const struct diofork_hook *h = &diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES];
+	unsigned long missed = 0;
+	int id;
 
-	return h->attached ? h->krp.nmissed : 0;
+	for (id = 0; id < DIOFORK_NR_HOOKS; id++) {
+		const struct diofork_hook *h = &diofork_hooks[id];
+
+		if (!h->attached || h->is_ftrace)
+			continue;
+		missed += h->is_ret ? h->krp.nmissed + h->krp.kp.nmissed :
+				      h->kp.nmissed;
+	}
+	return missed;
 }
 
 void diofork_hooks_show(struct seq_file *m)

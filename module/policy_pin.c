@@ -59,6 +59,9 @@ struct diofork_pin_slot {
 	unsigned int cap;
 };
 
+/* a slot taken from its owner by diofork_pin_sweep(), not yet freed */
+#define DIOFORK_PIN_SLOT_SWEPT	((struct task_struct *)1UL)
+
 static struct diofork_pin_slot diofork_pin_slots[1 << DIOFORK_PIN_SLOT_BITS];
 static atomic_t diofork_pin_wrappers = ATOMIC_INIT(0);
 static DECLARE_WAIT_QUEUE_HEAD(diofork_pin_wrappers_wq);
@@ -111,6 +114,12 @@ static void diofork_pin_drop(struct page **pages, unsigned int nr)
 		return;
 	unpin_user_pages(pages, nr);
 	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_UNPINNED, nr);
+}
+
+static void diofork_pin_wrapper_done(void)
+{
+	if (atomic_dec_and_test(&diofork_pin_wrappers))
+		wake_up_all(&diofork_pin_wrappers_wq);
 }
 
 /* ---- the GUP replacement: runs where get_user_pages_fast() would -------- */
@@ -189,8 +198,7 @@ plain:
 	/* not redirected again: the caller is this module */
 	ret = get_user_pages_fast(start, nr_pages, gup_flags, pages);
 out:
-	if (atomic_dec_and_test(&diofork_pin_wrappers))
-		wake_up_all(&diofork_pin_wrappers_wq);
+	diofork_pin_wrapper_done();
 	return ret;
 }
 
@@ -198,10 +206,19 @@ static void notrace diofork_pin_ftrace(unsigned long ip, unsigned long parent_ip
 				       struct ftrace_ops *op,
 				       struct ftrace_regs *fregs)
 {
-	if (within_module(parent_ip, THIS_MODULE) || !diofork_pin_slot_find())
+	if (within_module(parent_ip, THIS_MODULE))
 		return;
-	/* counted before the jump, so unload can wait for every wrapper */
+	/*
+	 * Counted before the slot is looked up and before the jump: the sweep
+	 * invalidates slots, then waits for this count to drain, so it either
+	 * sees us or we miss the slot.
+	 */
 	atomic_inc(&diofork_pin_wrappers);
+	smp_mb__after_atomic();	/* pairs with xchg() in diofork_pin_sweep() */
+	if (!diofork_pin_slot_find()) {
+		diofork_pin_wrapper_done();
+		return;
+	}
 	diofork_ftrace_set_ip(fregs, (unsigned long)diofork_pin_gup);
 }
 
@@ -269,6 +286,8 @@ static int diofork_pin_enable(void)
 		pr_info("pin: this kernel pins DIO pages itself: passive\n");
 		return 0;
 	}
+	if (diofork_pin_ftrace_on)
+		return 0;
 	if (!diofork_gup_fast_addr)
 		return -EOPNOTSUPP;
 	ret = ftrace_set_filter_ip(&diofork_pin_ops, diofork_gup_fast_addr, 0, 0);
@@ -285,12 +304,12 @@ static int diofork_pin_enable(void)
 }
 
 /*
- * Stop pinning.  Contexts still open keep their pins: the tracking
- * kretprobe (still installed while any mode tracks) hands them to their
- * records, and diofork_pin_sweep() catches those left behind when the
- * tracking hooks go.
+ * Module unload: the redirect goes, and every wrapper has left.  Until
+ * then it stays registered once pin was used (see hooks.c: registering
+ * IP-modifying ops over and over under load crashed 6.1), doing nothing
+ * without an open context, and only pin opens them.
  */
-static void diofork_pin_disable(void)
+void diofork_pin_unload(void)
 {
 	if (!diofork_pin_ftrace_on)
 		return;
@@ -305,17 +324,29 @@ static void diofork_pin_disable(void)
 
 /*
  * The tracking kretprobe is gone: a task that was between our GUP and the
- * return of bio_iov_iter_get_pages() will never close its context.  Drop its
- * pins (its DIO keeps its own page references).
+ * return of bio_iov_iter_get_pages() will never close its context.  Take
+ * every open slot away from its owner, let wrappers already running finish
+ * (they still append to it), then drop the pins (the DIO keeps its own page
+ * references).
  */
 void diofork_pin_sweep(void)
 {
-	unsigned int i;
+	struct diofork_pin_slot *s;
+	unsigned int i, n = 0;
 
 	for (i = 0; i < ARRAY_SIZE(diofork_pin_slots); i++) {
-		struct diofork_pin_slot *s = &diofork_pin_slots[i];
-
-		if (!READ_ONCE(s->task))
+		s = &diofork_pin_slots[i];
+		if (READ_ONCE(s->task) &&
+		    xchg(&s->task, DIOFORK_PIN_SLOT_SWEPT))
+			n++;
+	}
+	if (!n)
+		return;
+	/* xchg() was a full barrier: a wrapper not counted yet misses its slot */
+	wait_event(diofork_pin_wrappers_wq, !atomic_read(&diofork_pin_wrappers));
+	for (i = 0; i < ARRAY_SIZE(diofork_pin_slots); i++) {
+		s = &diofork_pin_slots[i];
+		if (READ_ONCE(s->task) != DIOFORK_PIN_SLOT_SWEPT)
 			continue;
 		diofork_pin_drop(s->pages, s->nr);
 		kfree(s->pages);
@@ -334,7 +365,6 @@ static const struct diofork_policy diofork_pin = {
 	.hooks		= DIOFORK_HOOKS_TRACK | BIT(DIOFORK_HOOK_FORK) |
 			  BIT(DIOFORK_HOOK_COW),
 	.enable		= diofork_pin_enable,
-	.disable	= diofork_pin_disable,
 	.gup_enter	= diofork_pin_gup_enter,
 	.gup_exit	= diofork_pin_gup_exit,
 	.fork		= diofork_pin_fork,

@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dftest.c - helpers shared by the diofork selftests.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dftest.h"
+
+extern char **environ;
+
+ssize_t df_read_file(const char *path, char *buf, size_t size)
+{
+	size_t len = 0;
+	ssize_t ret;
+	int fd;
+
+	if (!size)
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (len < size - 1) {
+		ret = read(fd, buf + len, size - 1 - len);
+		if (ret < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			close(fd);
+			return ret;
+		}
+		if (ret == 0)
+			break;
+		len += ret;
+	}
+	buf[len] = '\0';
+	close(fd);
+	return len;
+}
+
+int df_write_once(const char *path, const void *buf, size_t len)
+{
+	ssize_t ret;
+	int fd, err = 0;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, buf, len);
+	if (ret < 0)
+		err = -errno;
+	else if ((size_t)ret != len)
+		err = -EIO;	/* short write: the module took part of it */
+	close(fd);
+	return err;
+}
+
+bool df_module_present(void)
+{
+	struct stat st;
+
+	return stat(DF_DEBUGFS_DIR, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool df_is_name_char(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+int df_modes_parse(const char *line, struct df_modes *m)
+{
+	const char *p = line;
+
+	memset(m, 0, sizeof(*m));
+	m->active = -1;
+	while (*p && *p != '\n') {
+		bool bracket = false;
+		size_t n = 0;
+
+		if (*p == ' ') {
+			p++;
+			continue;
+		}
+		if (*p == '[') {
+			bracket = true;
+			p++;
+		}
+		if (m->nr >= DF_MAX_MODES)
+			return -EBADMSG;
+		while (df_is_name_char(*p)) {
+			if (n >= DF_MODE_NAME_MAX - 1)
+				return -EBADMSG;
+			m->name[m->nr][n++] = *p++;
+		}
+		if (!n)
+			return -EBADMSG;
+		if (bracket) {
+			if (*p != ']')
+				return -EBADMSG;
+			p++;
+			m->nr_active++;
+			m->active = m->nr;
+		}
+		if (*p && *p != ' ' && *p != '\n')
+			return -EBADMSG;
+		m->nr++;
+	}
+	/* Nothing may follow the newline. */
+	if (*p == '\n' && p[1])
+		return -EBADMSG;
+	return m->nr ? 0 : -EBADMSG;
+}
+
+int df_modes_read(struct df_modes *m)
+{
+	char buf[1024];
+	ssize_t ret;
+
+	ret = df_read_file(DF_MODE_FILE, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
+	return df_modes_parse(buf, m);
+}
+
+int df_mode_get(char *buf, size_t size)
+{
+	struct df_modes m;
+	int ret;
+
+	ret = df_modes_read(&m);
+	if (ret)
+		return ret;
+	if (m.nr_active != 1)
+		return -EBADMSG;
+	snprintf(buf, size, "%s", m.name[m.active]);
+	return 0;
+}
+
+int df_mode_set(const char *mode)
+{
+	return df_write_once(DF_MODE_FILE, mode, strlen(mode));
+}
+
+int df_stats_parse(const char *text, struct df_stats *st)
+{
+	const char *p = text;
+
+	memset(st, 0, sizeof(*st));
+	while (*p) {
+		struct df_stat *s;
+		size_t n = 0;
+		int digits = 0;
+		unsigned long long v = 0;
+
+		if (st->nr >= DF_MAX_STATS)
+			return -E2BIG;
+		s = &st->s[st->nr];
+		while (df_is_name_char(*p)) {
+			if (n >= DF_STAT_NAME_MAX - 1)
+				return -EBADMSG;
+			s->name[n++] = *p++;
+		}
+		if (!n || *p++ != ' ')
+			return -EBADMSG;
+		while (*p >= '0' && *p <= '9') {
+			unsigned long long d = *p++ - '0';
+
+			if (v > (~0ULL - d) / 10)
+				return -ERANGE;
+			v = v * 10 + d;
+			digits++;
+		}
+		if (!digits || *p++ != '\n')
+			return -EBADMSG;
+		s->value = v;
+		st->nr++;
+	}
+	return 0;
+}
+
+int df_stats_read(struct df_stats *st)
+{
+	static char buf[16384];
+	ssize_t ret;
+
+	ret = df_read_file(DF_STATS_FILE, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
+	return df_stats_parse(buf, st);
+}
+
+bool df_stats_get(const struct df_stats *st, const char *name,
+		  unsigned long long *val)
+{
+	int i;
+
+	for (i = 0; i < st->nr; i++) {
+		if (!strcmp(st->s[i].name, name)) {
+			if (val)
+				*val = st->s[i].value;
+			return true;
+		}
+	}
+	return false;
+}
+
+int df_stats_reset(void)
+{
+	return df_write_once(DF_RESET_FILE, "reset", 5);
+}
+
+int df_kernel_get(const char *key, char *val, size_t size)
+{
+	char buf[4096], *line, *save = NULL;
+	size_t klen = strlen(key);
+	ssize_t ret;
+
+	ret = df_read_file(DF_KERNEL_FILE, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
+	for (line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, key, klen) || line[klen] != ':')
+			continue;
+		line += klen + 1;
+		while (*line == ' ')
+			line++;
+		snprintf(val, size, "%s", line);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* "name value" or "name: value kB" files: /proc/vmstat, /proc/meminfo. */
+static long long df_keyed_value(const char *path, const char *name, bool colon)
+{
+	char buf[16384], *line, *save = NULL;
+	size_t nlen = strlen(name);
+
+	if (df_read_file(path, buf, sizeof(buf)) < 0)
+		return -1;
+	for (line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		const char *v = line + nlen;
+
+		if (strncmp(line, name, nlen))
+			continue;
+		if (colon && *v++ != ':')
+			continue;
+		if (*v != ' ')
+			continue;
+		return strtoll(v, NULL, 10);
+	}
+	return -1;
+}
+
+void df_vmstat_refresh(void)
+{
+	/* Folds the per-cpu deltas; without it small changes stay invisible. */
+	df_write_once("/proc/sys/vm/stat_refresh", "1", 1);
+}
+
+long long df_vmstat(const char *name)
+{
+	return df_keyed_value("/proc/vmstat", name, false);
+}
+
+long long df_meminfo_kb(const char *name)
+{
+	return df_keyed_value("/proc/meminfo", name, true);
+}
+
+long long df_smaps_kb(const void *addr, size_t len, const char *key)
+{
+	unsigned long lo = (unsigned long)addr, hi = lo + len;
+	unsigned long start, end;
+	size_t klen = strlen(key);
+	bool in = false, found = false;
+	long long sum = 0;
+	char line[512];
+	FILE *f;
+
+	f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = start < hi && end > lo;
+			continue;
+		}
+		if (in && !strncmp(line, key, klen) && line[klen] == ':') {
+			sum += strtoll(line + klen + 1, NULL, 10);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found ? sum : -1;
+}
+
+int df_sysfs_choice(const char *path, char *buf, size_t size)
+{
+	char text[512], *l, *r;
+	ssize_t ret;
+
+	ret = df_read_file(path, text, sizeof(text));
+	if (ret < 0)
+		return ret;
+	l = strchr(text, '[');
+	r = l ? strchr(l, ']') : NULL;
+	if (!r)
+		return -EBADMSG;
+	*r = '\0';
+	snprintf(buf, size, "%s", l + 1);
+	return 0;
+}
+
+const char *df_kernel_release(void)
+{
+	static struct utsname u;
+
+	if (!u.release[0] && uname(&u))
+		snprintf(u.release, sizeof(u.release), "unknown");
+	return u.release;
+}
+
+const char *df_dev_path(int idx)
+{
+	static const char *const def[] = { "/dev/nullb0", "/dev/nullb1" };
+	static const char *const env[] = { "DIOFORK_DEV0", "DIOFORK_DEV1" };
+	const char *p;
+
+	if (idx < 0 || idx > 1)
+		return NULL;
+	p = getenv(env[idx]);
+	return p && *p ? p : def[idx];
+}
+
+int df_blkdev_open(const char *path, uint64_t *size_bytes, int *lbs)
+{
+	struct stat st;
+	int fd, err;
+
+	if (stat(path, &st))
+		return -errno;
+	if (!S_ISBLK(st.st_mode))
+		return -ENOTBLK;
+	fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (size_bytes && ioctl(fd, BLKGETSIZE64, size_bytes))
+		goto err;
+	if (lbs && ioctl(fd, BLKSSZGET, lbs))
+		goto err;
+	return fd;
+err:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+int df_nullb_param(const char *name, char *buf, size_t size)
+{
+	char path[256];
+	ssize_t ret;
+
+	snprintf(path, sizeof(path), "/sys/module/null_blk/parameters/%s", name);
+	ret = df_read_file(path, buf, size);
+	if (ret < 0)
+		return ret;
+	buf[strcspn(buf, "\n")] = '\0';
+	return 0;
+}
+
+int df_run(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	int ret, status;
+	pid_t pid;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	ret = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (ret)
+		return -ret;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return 128 + WTERMSIG(status);
+}
+
+static inline uint64_t df_pattern_word(uint64_t sector, uint64_t magic, size_t i)
+{
+	return magic ^ (sector * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)i << 48) ^ i;
+}
+
+void df_pattern_fill(void *buf, size_t len, uint64_t sector, uint64_t magic)
+{
+	uint64_t *w = buf;
+	size_t i;
+
+	for (i = 0; i < len / 8; i++)
+		w[i] = df_pattern_word(sector, magic, i);
+}
+
+ssize_t df_pattern_check(const void *buf, size_t len, uint64_t sector,
+			 uint64_t magic)
+{
+	const volatile uint64_t *w = buf;
+	size_t i;
+
+	for (i = 0; i < len / 8; i++)
+		if (w[i] != df_pattern_word(sector, magic, i))
+			return i * 8;
+	return -1;
+}
+
+double df_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+unsigned long df_env_ulong(const char *name, unsigned long def)
+{
+	const char *s = getenv(name);
+	unsigned long v;
+	char *end;
+
+	if (!s || !*s)
+		return def;
+	errno = 0;
+	v = strtoul(s, &end, 0);
+	if (errno || *end || *s == '-')
+		return def;
+	return v;
+}

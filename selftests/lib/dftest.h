@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * dftest.h - helpers shared by the diofork selftests.
+ *
+ * Everything here is plain libc: no kselftest macros, so the helpers can be
+ * used from fixtures, from main() and from the --demo path alike.  Functions
+ * that can fail return 0 or a negative errno.
+ */
+#ifndef DFTEST_H
+#define DFTEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DF_DEBUGFS_DIR	"/sys/kernel/debug/diofork"
+#define DF_MODE_FILE	DF_DEBUGFS_DIR "/mode"
+#define DF_STATS_FILE	DF_DEBUGFS_DIR "/stats"
+#define DF_RESET_FILE	DF_DEBUGFS_DIR "/reset"
+#define DF_KERNEL_FILE	DF_DEBUGFS_DIR "/kernel"
+
+#define DF_MODE_NAME_MAX	32	/* the module takes at most 31 bytes */
+#define DF_MAX_MODES		16
+#define DF_STAT_NAME_MAX	64
+#define DF_MAX_STATS		128
+
+/* -------- generic file I/O -------- */
+
+/* Read a whole (small) file into buf, NUL terminated. Returns length or -errno. */
+ssize_t df_read_file(const char *path, char *buf, size_t size);
+/* open(O_WRONLY), exactly one write() at offset 0, close. 0 or -errno. */
+int df_write_once(const char *path, const void *buf, size_t len);
+
+/* -------- diofork debugfs -------- */
+
+/* Is the module's debugfs directory there (module loaded, debugfs mounted)? */
+bool df_module_present(void);
+
+struct df_modes {
+	int nr;
+	int active;			/* index into name[], -1 if none */
+	int nr_active;			/* how many bracketed entries were seen */
+	char name[DF_MAX_MODES][DF_MODE_NAME_MAX];
+};
+
+/*
+ * Parse a mode line such as "[off] observe pin lock drain\n".
+ * Returns 0, or -EBADMSG when the line is malformed (bad characters, a name
+ * too long, too many names, stray brackets).  nr_active is filled in even
+ * when it is not 1 so a test can report it.
+ */
+int df_modes_parse(const char *line, struct df_modes *m);
+int df_modes_read(struct df_modes *m);
+/* Active mode name into buf. 0, -ENOENT (module absent) or -errno. */
+int df_mode_get(char *buf, size_t size);
+/* One write of the name (no newline added) at offset 0. 0 or -errno. */
+int df_mode_set(const char *mode);
+
+struct df_stat {
+	char name[DF_STAT_NAME_MAX];
+	unsigned long long value;
+};
+
+struct df_stats {
+	int nr;
+	struct df_stat s[DF_MAX_STATS];
+};
+
+/* Strict /proc/vmstat style parse: "name value\n" lines. -EBADMSG if not. */
+int df_stats_parse(const char *text, struct df_stats *st);
+int df_stats_read(struct df_stats *st);
+/* Lookup by name; false if absent. */
+bool df_stats_get(const struct df_stats *st, const char *name,
+		  unsigned long long *val);
+int df_stats_reset(void);
+
+/* Value of "key: value" in the module's kernel file. 0, -ENOENT or -errno. */
+int df_kernel_get(const char *key, char *val, size_t size);
+
+/* -------- /proc and /sys -------- */
+
+/*
+ * Fold per-cpu vmstat deltas into the global counters (root only): small
+ * changes of node counters such as nr_foll_pin_acquired are otherwise not
+ * visible in /proc/vmstat until the next vmstat_update (vm.stat_interval).
+ */
+void df_vmstat_refresh(void);
+/* Value of a /proc/vmstat counter, -1 if missing (call refresh first). */
+long long df_vmstat(const char *name);
+/* Value in kB of a /proc/meminfo line ("AnonHugePages"), -1 if missing. */
+long long df_meminfo_kb(const char *name);
+/* Sum of "key:" kB over the smaps entries that overlap [addr, addr+len). */
+long long df_smaps_kb(const void *addr, size_t len, const char *key);
+/* Active value of a "[x] y z" sysfs choice file into buf. 0 or -errno. */
+int df_sysfs_choice(const char *path, char *buf, size_t size);
+/* Kernel release (uname -r) as a static string. */
+const char *df_kernel_release(void);
+
+/* -------- block devices (null_blk) -------- */
+
+/*
+ * Path of the test device number idx (0 or 1).  Defaults to /dev/nullbN;
+ * $DIOFORK_DEV0 / $DIOFORK_DEV1 override it (host testing on a loop device).
+ */
+const char *df_dev_path(int idx);
+/* Open a block device O_RDWR|O_DIRECT; -ENOENT if it does not exist. */
+int df_blkdev_open(const char *path, uint64_t *size_bytes, int *lbs);
+/* One null_blk module parameter ("irqmode") into buf; -ENOENT if none. */
+int df_nullb_param(const char *name, char *buf, size_t size);
+
+/* Run argv (PATH search) with stdout/stderr to /dev/null. Exit status, or -errno. */
+int df_run(char *const argv[]);
+
+/* -------- data patterns -------- */
+
+/*
+ * Every 8-byte word of a pattern encodes magic, sector and word index, so a
+ * zeroed buffer, a stale buffer and data from the wrong sector all differ.
+ */
+#define DF_MAGIC	0xd10f0f4bd10f0f4bULL
+
+void df_pattern_fill(void *buf, size_t len, uint64_t sector, uint64_t magic);
+/* Byte offset of the first mismatch, or -1 if buf holds the pattern. */
+ssize_t df_pattern_check(const void *buf, size_t len, uint64_t sector,
+			 uint64_t magic);
+
+/* -------- time -------- */
+
+double df_now(void);		/* CLOCK_MONOTONIC seconds */
+/* Unsigned integer from the environment, def if unset or malformed. */
+unsigned long df_env_ulong(const char *name, unsigned long def);
+
+#endif /* DFTEST_H */
