@@ -26,6 +26,13 @@
  * Every variant prints
  *   # RESULT variant=V kernel=K mode=M reads=N forks=N corrupt=N seconds=X.X
  * and the module's stats deltas.  mode=none when the module is not loaded.
+ * In mode observe, cow_on_dio_page must cover what the test saw: > 0 if a
+ * read was lost, and >= the fewest COW faults that explain the lost reads
+ * (one fault on the shared page loses every read in flight into it, so the
+ * bound is computed from the reads' [start, end] intervals, not their count).
+ * FOLL_PIN pins acquired minus released must not move over a run.  A run
+ * that overstays by 30 s dumps every thread's kernel stack ("# HANG:") and
+ * dies of SIGALRM.
  *
  * Demo: dio_fork_race --demo VARIANT SECONDS   runs one variant for exactly
  * SECONDS, never stops at the first corruption, prints RESULT, exits 0.
