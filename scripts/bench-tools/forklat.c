@@ -2,18 +2,28 @@
 /*
  * forklat - fork() latency with DIOs in flight (scripts/bench workload 3).
  *
- * One process with MIB MiB of touched private anonymous memory (4 KiB pages,
- * MADV_NOHUGEPAGE; -H: MADV_HUGEPAGE).  For each level N in LEVELS, a thread keeps N libaio
- * O_DIRECT 4 KiB reads from DEV in flight (random offsets in the first
- * 256 MiB), each into its own page of a private anonymous buffer; the main
- * thread times COUNT fork() calls, each once the queue is full again (the child exits at once; waitpid is not
- * timed).  The time is the parent's, from just before fork() to its return.
+ * One process with MIB MiB of touched private anonymous memory (THP unless
+ * -4: 4 KiB pages), an I/O thread that keeps N libaio O_DIRECT 4 KiB reads
+ * from DEV in flight (random offsets in the first 64 MiB), each into its
+ * own page of a private anonymous buffer, and the main thread timing
+ * fork() (the parent's time from just before fork() to its return; the
+ * child exits at once, waitpid is not timed).
  *
- *   forklat [-d DEV] [-m MIB] [-c COUNT] [-l 0,8,64] [-D] [-H]
- *     -D   madvise(MADV_DONTFORK) the DIO buffers (userspace workaround)
+ * Rows are interleaved in blocks: each round visits every row of ROWS
+ * (rotated by one each round, so none always goes first): drain the queue,
+ * switch the module to the row's mode ("dontfork": mode off and
+ * MADV_DONTFORK on the DIO buffers), then for each level N of LEVELS time
+ * BLOCK forks, each with the queue refilled to N reads.  Draining first
+ * means every read in flight at a fork was issued under the row's mode.
+ * Rounds go on until every row and level has COUNT forks.  (A mode switch
+ * costs far more than a fork under TCG, hence blocks.)
  *
- * Prints one line per level:
- *   forklat inflight=N forks=K p50_us=X p90_us=X mean_us=X min_us=X max_us=X avg_inflight=X
+ *   forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64]
+ *           [-M off,pin,...] [-4]
+ *     -M   rows (default: "current" = leave the mode alone)
+ *
+ * Prints "forklat setup mib=N thp_kb=N", then one line per row and level:
+ *   forklat row=R inflight=N forks=K p50_us=X p90_us=X mean_us=X min_us=X max_us=X avg_inflight=X
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,13 +40,16 @@
 #include <unistd.h>
 
 #define PAGE_SZ		4096UL
-#define MAX_DEPTH	256
-#define SPAN		(256ULL << 20)	/* device bytes the reads cover */
+#define MAX_DEPTH	128
+#define SPAN		(64ULL << 20)	/* device bytes the reads cover */
+#define MAX_ROWS	8
+#define MAX_LEVELS	8
+#define MODE_FILE	"/sys/kernel/debug/diofork/mode"
 
 static int fd;
 static unsigned char *bufs;
-static volatile int target, running;
-static int inflight;		/* owned by the I/O thread, read by main */
+static int target, running = 1;
+static int inflight;		/* written by the I/O thread only */
 static io_context_t ctx;
 
 static double now(void)
@@ -65,10 +78,13 @@ static void *io_thread(void *arg)
 	(void)arg;
 	for (i = 0; i < MAX_DEPTH; i++)
 		free_cb[i] = &cbs[i];
-	while (running || __atomic_load_n(&inflight, __ATOMIC_RELAXED)) {
-		int want = running ? target : 0;
-		int cur = __atomic_load_n(&inflight, __ATOMIC_RELAXED);
+	for (;;) {
+		int run = __atomic_load_n(&running, __ATOMIC_SEQ_CST);
+		int want = run ? __atomic_load_n(&target, __ATOMIC_SEQ_CST) : 0;
+		int cur = __atomic_load_n(&inflight, __ATOMIC_SEQ_CST);
 
+		if (!run && !cur)
+			break;
 		n = 0;
 		while (cur + n < want && nfree) {
 			struct iocb *cb = free_cb[--nfree];
@@ -87,14 +103,14 @@ static void *io_thread(void *arg)
 				die("io_submit", -r);
 			for (i = r; i < n; i++)
 				free_cb[nfree++] = sub[i];
-			__atomic_add_fetch(&inflight, r, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&inflight, r, __ATOMIC_SEQ_CST);
 		}
-		if (!__atomic_load_n(&inflight, __ATOMIC_RELAXED)) {
-			usleep(1000);
+		if (!__atomic_load_n(&inflight, __ATOMIC_SEQ_CST)) {
+			usleep(200);
 			continue;
 		}
 		{
-			struct timespec to = { 0, 10 * 1000 * 1000 };
+			struct timespec to = { 0, 2 * 1000 * 1000 };
 
 			r = io_getevents(ctx, 1, MAX_DEPTH, ev, &to);
 		}
@@ -104,13 +120,51 @@ static void *io_thread(void *arg)
 			die("io_getevents", -r);
 		}
 		for (i = 0; i < r; i++) {
-			if (ev[i].res != PAGE_SZ)
+			if ((long)ev[i].res != (long)PAGE_SZ)
 				die("read", (long)ev[i].res < 0 ? (int)-(long)ev[i].res : EIO);
 			free_cb[nfree++] = ev[i].obj;
 		}
-		__atomic_sub_fetch(&inflight, r, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&inflight, r, __ATOMIC_SEQ_CST);
 	}
 	return NULL;
+}
+
+/* Wait until `inflight` == want (or 1 s passes). */
+static void wait_inflight(int want)
+{
+	double end = now() + 1.0;
+
+	while (__atomic_load_n(&inflight, __ATOMIC_SEQ_CST) != want && now() < end)
+		usleep(200);
+}
+
+static int set_mode(const char *mode)
+{
+	int f = open(MODE_FILE, O_WRONLY);
+	int ok;
+
+	if (f < 0)
+		return errno == ENOENT && !strcmp(mode, "off") ? 0 : -errno;
+	ok = write(f, mode, strlen(mode)) == (ssize_t)strlen(mode);
+	ok = ok ? 0 : -errno;
+	close(f);
+	return ok;
+}
+
+/* AnonHugePages of this process, in kB (-1 if unknown). */
+static long thp_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -123,28 +177,46 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *dev = "/dev/nullb0";
-	char levels_buf[256] = "0,8,64", *lv, *save = NULL;
-	unsigned long mib = 256, count = 20, i;
-	int dontfork = 0, huge = 0, opt, r, status;
+	char lv_buf[256] = "0,8,64", rows_buf[256] = "current", *tok, *save;
+	char *rows[MAX_ROWS];
+	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, opt, r, status;
+	unsigned long mib = 256, count = 20, block = 4, i, round;
+	double *lat[MAX_ROWS][MAX_LEVELS], inflight_sum[MAX_ROWS][MAX_LEVELS];
+	unsigned long n[MAX_ROWS][MAX_LEVELS];
 	unsigned char *big;
+	pthread_t th;
 	size_t bigsz;
-	double *lat;
 
-	while ((opt = getopt(argc, argv, "d:m:c:l:DH")) != -1) {
+	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4")) != -1) {
 		switch (opt) {
 		case 'd': dev = optarg; break;
 		case 'm': mib = strtoul(optarg, NULL, 0); break;
 		case 'c': count = strtoul(optarg, NULL, 0); break;
-		case 'l': snprintf(levels_buf, sizeof(levels_buf), "%s", optarg); break;
-		case 'D': dontfork = 1; break;
-		case 'H': huge = 1; break;
+		case 'b': block = strtoul(optarg, NULL, 0); break;
+		case 'l': snprintf(lv_buf, sizeof(lv_buf), "%s", optarg); break;
+		case 'M': snprintf(rows_buf, sizeof(rows_buf), "%s", optarg); break;
+		case '4': huge = 0; break;
 		default:
-			fprintf(stderr, "usage: forklat [-d DEV] [-m MIB] [-c COUNT] [-l 0,8,64] [-D] [-H]\n");
+			fprintf(stderr, "usage: forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4]\n");
 			return 2;
 		}
 	}
 	if (!count)
 		count = 1;
+	if (!block)
+		block = 1;
+	for (tok = strtok_r(lv_buf, ",", &save); tok && nlevels < MAX_LEVELS;
+	     tok = strtok_r(NULL, ",", &save)) {
+		int l = atoi(tok);
+
+		levels[nlevels++] = l < 0 ? 0 : l > MAX_DEPTH ? MAX_DEPTH : l;
+	}
+	for (tok = strtok_r(rows_buf, ",", &save); tok && nrows < MAX_ROWS;
+	     tok = strtok_r(NULL, ",", &save))
+		rows[nrows++] = tok;
+	if (!nlevels || !nrows)
+		return 2;
+
 	fd = open(dev, O_RDONLY | O_DIRECT);
 	if (fd < 0)
 		die(dev, errno);
@@ -158,8 +230,6 @@ int main(int argc, char **argv)
 		die("mmap bufs", errno);
 	madvise(bufs, MAX_DEPTH * PAGE_SZ, MADV_NOHUGEPAGE);
 	memset(bufs, 1, MAX_DEPTH * PAGE_SZ);
-	if (dontfork && madvise(bufs, MAX_DEPTH * PAGE_SZ, MADV_DONTFORK))
-		die("madvise MADV_DONTFORK", errno);
 	bigsz = mib << 20;
 	if (bigsz) {
 		big = mmap(NULL, bigsz, PROT_READ | PROT_WRITE,
@@ -170,64 +240,88 @@ int main(int argc, char **argv)
 		for (i = 0; i < bigsz; i += PAGE_SZ)
 			big[i] = 1;
 	}
-	lat = calloc(count, sizeof(*lat));
-	if (!lat)
-		die("calloc", errno);
-
-	for (lv = strtok_r(levels_buf, ",", &save); lv; lv = strtok_r(NULL, ",", &save)) {
-		int level = atoi(lv);
-		double sum = 0, inflight_sum = 0, t_wait;
-		unsigned long n = 0;
-		pthread_t th;
-
-		if (level < 0)
-			level = 0;
-		if (level > MAX_DEPTH)
-			level = MAX_DEPTH;
-		target = level;
-		running = 1;
-		r = pthread_create(&th, NULL, io_thread, NULL);
-		if (r)
-			die("pthread_create", r);
-		/* Let the queue fill: up to 1 s. */
-		t_wait = now() + 1.0;
-		while (__atomic_load_n(&inflight, __ATOMIC_RELAXED) < level && now() < t_wait)
-			usleep(200);
-		for (i = 0; i < count; i++) {
-			double t0;
-			pid_t pid;
-
-			inflight_sum += __atomic_load_n(&inflight, __ATOMIC_RELAXED);
-			t0 = now();
-			pid = fork();
-			if (pid == 0)
-				_exit(0);
-			if (pid < 0) {
-				if (errno == EAGAIN || errno == ENOMEM) {
-					usleep(1000);
-					continue;
-				}
-				die("fork", errno);
-			}
-			lat[n] = (now() - t0) * 1e6;
-			sum += lat[n++];
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-				;
-			/* Let the I/O thread refill the queue (up to 200 ms). */
-			t_wait = now() + 0.2;
-			do
-				usleep(500);
-			while (__atomic_load_n(&inflight, __ATOMIC_RELAXED) < level &&
-			       now() < t_wait);
+	for (r = 0; r < nrows; r++) {
+		for (i = 0; i < (unsigned long)nlevels; i++) {
+			lat[r][i] = calloc(count, sizeof(double));
+			if (!lat[r][i])
+				die("calloc", errno);
+			n[r][i] = 0;
+			inflight_sum[r][i] = 0;
 		}
-		running = 0;
-		pthread_join(th, NULL);
-		qsort(lat, n, sizeof(*lat), cmp_double);
-		printf("forklat inflight=%d forks=%lu p50_us=%.0f p90_us=%.0f mean_us=%.0f min_us=%.0f max_us=%.0f avg_inflight=%.1f dontfork=%d\n",
-		       level, n, n ? lat[n / 2] : 0.0, n ? lat[n * 9 / 10] : 0.0,
-		       n ? sum / n : 0.0, n ? lat[0] : 0.0, n ? lat[n - 1] : 0.0,
-		       n ? inflight_sum / n : 0.0, dontfork);
-		fflush(stdout);
+	}
+	printf("forklat setup mib=%lu thp_kb=%ld\n", mib, thp_kb());
+	fflush(stdout);
+
+	r = pthread_create(&th, NULL, io_thread, NULL);
+	if (r)
+		die("pthread_create", r);
+
+	for (round = 0; round * block < count; round++) {
+		int li, k;
+
+		for (k = 0; k < nrows; k++) {
+			int ri = (k + round) % nrows, dontfork;
+			const char *mode = rows[ri];
+
+			dontfork = !strcmp(mode, "dontfork");
+			if (dontfork)
+				mode = "off";
+			/* Drain, switch, then every level, filling up. */
+			__atomic_store_n(&target, 0, __ATOMIC_SEQ_CST);
+			wait_inflight(0);
+			if (strcmp(mode, "current")) {
+				r = set_mode(mode);
+				if (r)
+					die(mode, -r);
+			}
+			if (madvise(bufs, MAX_DEPTH * PAGE_SZ,
+				    dontfork ? MADV_DONTFORK : MADV_DOFORK))
+				die("madvise", errno);
+			for (li = 0; li < nlevels; li++) {
+				unsigned long b;
+
+				__atomic_store_n(&target, levels[li], __ATOMIC_SEQ_CST);
+				for (b = 0; b < block && n[ri][li] < count; b++) {
+					double t0, dt;
+					pid_t pid;
+
+					wait_inflight(levels[li]);
+					usleep(1000);
+					inflight_sum[ri][li] +=
+						__atomic_load_n(&inflight, __ATOMIC_SEQ_CST);
+					t0 = now();
+					pid = fork();
+					if (pid == 0)
+						_exit(0);
+					if (pid < 0)
+						die("fork", errno);
+					dt = (now() - t0) * 1e6;
+					lat[ri][li][n[ri][li]++] = dt;
+					while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+						;
+				}
+			}
+		}
+	}
+	__atomic_store_n(&running, 0, __ATOMIC_SEQ_CST);
+	pthread_join(th, NULL);
+
+	for (r = 0; r < nrows; r++) {
+		int li;
+
+		for (li = 0; li < nlevels; li++) {
+			double *v = lat[r][li], sum = 0;
+			unsigned long m = n[r][li];
+
+			qsort(v, m, sizeof(*v), cmp_double);
+			for (i = 0; i < m; i++)
+				sum += v[i];
+			printf("forklat row=%s inflight=%d forks=%lu p50_us=%.0f p90_us=%.0f mean_us=%.0f min_us=%.0f max_us=%.0f avg_inflight=%.1f\n",
+			       rows[r], levels[li], m, m ? v[m / 2] : 0.0,
+			       m ? v[m * 9 / 10] : 0.0, m ? sum / m : 0.0,
+			       m ? v[0] : 0.0, m ? v[m - 1] : 0.0,
+			       m ? inflight_sum[r][li] / m : 0.0);
+		}
 	}
 	return 0;
 }
