@@ -84,7 +84,6 @@ const struct diofork_policy *diofork_policy_get(void);
 enum diofork_mode diofork_mode_get(void);
 int diofork_mode_set(enum diofork_mode mode);
 int diofork_mode_parse(const char *buf, size_t len, enum diofork_mode *mode);
-bool diofork_mode_available(enum diofork_mode mode);
 int diofork_mode_init(void);
 int diofork_policy_observe_init(void);
 int diofork_policy_pin_init(void);
@@ -97,7 +96,6 @@ extern struct diofork_wait_policy diofork_lock, diofork_drain;
 void diofork_pin_release(struct diofork_io *io);
 void diofork_pin_sweep(void);
 void diofork_pin_unload(void);
-bool diofork_pin_is_passive(void);
 void diofork_mode_exit(void);
 
 /* ---- counters (stats.c) -------------------------------------------------- */
@@ -227,7 +225,6 @@ bool diofork_track_mm_busy(const struct mm_struct *mm);
 bool diofork_track_page_task(unsigned long pfn, const struct mm_struct *mm,
 			     const struct task_struct *task);
 unsigned long diofork_track_mm_pinned(const struct mm_struct *mm);
-long diofork_track_inflight(void);
 long diofork_track_wait_idle(long timeout);
 
 /* ---- hooks (hooks.c) ----------------------------------------------------- */

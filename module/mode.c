@@ -63,7 +63,7 @@ enum diofork_mode diofork_mode_get(void)
 	return READ_ONCE(diofork_cur_mode);
 }
 
-bool diofork_mode_available(enum diofork_mode mode)
+static bool diofork_mode_available(enum diofork_mode mode)
 {
 	return mode == DIOFORK_MODE_OFF || diofork_policies[mode];
 }

@@ -21,7 +21,6 @@
 #include "policy_wait.h"
 
 struct diofork_wait_policy diofork_drain = {
-	.name			= "drain",
 	.stat_timeouts		= DIOFORK_STAT_DRAIN_TIMEOUTS,
 	.stat_aborted		= DIOFORK_STAT_DRAIN_ABORTED,
 	.stat_alloc_failures	= DIOFORK_STAT_DRAIN_ALLOC_FAILURES,

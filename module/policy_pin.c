@@ -355,11 +355,6 @@ void diofork_pin_sweep(void)
 	}
 }
 
-bool diofork_pin_is_passive(void)
-{
-	return diofork_pin_passive;
-}
-
 static const struct diofork_policy diofork_pin = {
 	.mode		= DIOFORK_MODE_PIN,
 	.hooks		= DIOFORK_HOOKS_TRACK | BIT(DIOFORK_HOOK_FORK) |

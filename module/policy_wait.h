@@ -24,7 +24,6 @@ struct diofork_waiter {
 };
 
 struct diofork_wait_policy {
-	const char *name;
 	struct diofork_wait stats;
 	unsigned int timeout_ms;	/* 0: unbounded */
 	bool stopping;

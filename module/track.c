@@ -344,11 +344,6 @@ unsigned long diofork_track_mm_pinned(const struct mm_struct *mm)
 	return pinned;
 }
 
-long diofork_track_inflight(void)
-{
-	return atomic_long_read(&diofork_nr_ios);
-}
-
 /*
  * Wait until every tracked DIO has released its pages, for at most @timeout
  * jiffies.  Returns the number still in flight.
