@@ -9,6 +9,7 @@
  *   debugfs.c   /sys/kernel/debug/diofork/
  *   hooks.c     the hook table: kprobes on the kernel's DIO, fork, fault paths
  *   track.c     the in-flight table: which pages each DIO targets
+ *   gup.c       the DIO's page lookup, taken over by pin and drain
  *   policy_*.c  one file per mode
  *   compat.h    the only place that knows about kernel versions
  */
@@ -41,13 +42,13 @@ enum diofork_mode {
 extern const char * const diofork_mode_names[DIOFORK_NR_MODES];
 
 struct diofork_io;
-struct diofork_pin_slot;
+struct diofork_gup_slot;
 
 /* One bio_iov_iter_get_pages() call, from entry to return (kretprobe data). */
 struct diofork_gup {
 	struct bio *bio;
 	const struct diofork_policy *pol;	/* active at entry */
-	struct diofork_pin_slot *pin_slot;
+	struct diofork_gup_slot *slot;		/* gup.c context, or NULL */
 	unsigned int seq;
 	unsigned short vcnt;
 };
@@ -91,11 +92,10 @@ int diofork_policy_lock_init(void);
 void diofork_policy_lock_exit(void);
 int diofork_policy_drain_init(void);
 void diofork_policy_drain_exit(void);
+bool diofork_drain_holds_off_dio(void);
 struct diofork_wait_policy;
 extern struct diofork_wait_policy diofork_lock, diofork_drain;
 void diofork_pin_release(struct diofork_io *io);
-void diofork_pin_sweep(void);
-void diofork_pin_unload(void);
 void diofork_mode_exit(void);
 
 /* ---- counters (stats.c) -------------------------------------------------- */
@@ -132,6 +132,7 @@ enum diofork_stat {
 	DIOFORK_STAT_DRAIN_TIMEOUTS,
 	DIOFORK_STAT_DRAIN_ABORTED,
 	DIOFORK_STAT_DRAIN_ALLOC_FAILURES,
+	DIOFORK_STAT_DRAIN_DIO_HELD_OFF,
 	DIOFORK_NR_MONOTONIC,
 	/* gauges: never reset, summed across CPUs */
 	DIOFORK_STAT_DIO_INFLIGHT = DIOFORK_NR_MONOTONIC,
@@ -250,6 +251,36 @@ void diofork_hooks_remove_all(void);
 unsigned long diofork_hooks_attached(void);
 unsigned long diofork_hooks_missed(void);
 void diofork_hooks_show(struct seq_file *m);
+
+/* ---- the DIO's page lookup, taken over (gup.c) --------------------------- */
+
+struct page;
+
+struct diofork_gup_ops {
+	/* in place of get_user_pages_fast(), same contract; may sleep */
+	int (*lookup)(struct diofork_gup_slot *s, unsigned long start,
+		      int nr_pages, unsigned int gup_flags, struct page **pages);
+	/* unload: the slot will never be closed, undo what it holds */
+	void (*abandon)(struct diofork_gup_slot *s);
+};
+
+/* An open lookup context; only its task uses it (see gup.c). */
+struct diofork_gup_slot {
+	struct task_struct *task;
+	const struct diofork_gup_ops *ops;
+	struct page **pages;		/* pin: pages pinned so far */
+	unsigned int nr;
+	unsigned int cap;
+	atomic_t *gated;		/* drain: the lookup count we are in */
+};
+
+void diofork_gup_init(void);
+bool diofork_gup_redirect_possible(void);
+int diofork_gup_redirect_start(void);
+struct diofork_gup_slot *diofork_gup_slot_open(const struct diofork_gup_ops *ops);
+void diofork_gup_slot_close(struct diofork_gup_slot *s);
+void diofork_gup_sweep(void);
+void diofork_gup_unload(void);
 
 /* ---- what this kernel does itself (kernel.c) ----------------------------- */
 

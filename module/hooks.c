@@ -72,7 +72,7 @@ static int diofork_gp_entry(struct kretprobe_instance *ri,
 	d->bio = (struct bio *)regs_get_kernel_argument(regs, 0);
 	d->vcnt = d->bio->bi_vcnt;
 	d->seq = diofork_mm_wp_seq(current->mm);
-	d->pin_slot = NULL;
+	d->slot = NULL;
 	if (d->pol->gup_enter)
 		d->pol->gup_enter(d);
 	return 0;
@@ -337,7 +337,7 @@ void diofork_hooks_remove(unsigned long mask)
 	synchronize_rcu();
 	diofork_track_forget_all();
 	/* contexts the detached kretprobe will never close */
-	diofork_pin_sweep();
+	diofork_gup_sweep();
 }
 
 void diofork_hooks_remove_all(void)
@@ -418,5 +418,6 @@ int diofork_hooks_init(void)
 	}
 	diofork_kernel_has_extract_pages =
 		!!diofork_symbol_addr("iov_iter_extract_pages");
+	diofork_gup_init();
 	return 0;
 }

@@ -36,5 +36,10 @@ void diofork_kernel_report(struct seq_file *m)
 		   diofork_kernel_has_extract_pages ? "present" : "absent");
 	seq_printf(m, "evidence_bios: %ld of %ld tracked DIO bios pinned by the kernel%s\n",
 		   pinned, total, total ? "" : " (no DIO seen yet)");
+	seq_printf(m, "pin: %s\n", diofork_gup_redirect_possible() ?
+		   "pins DIO pages (this kernel takes plain references)" :
+		   "passive (this kernel pins DIO pages itself)");
+	seq_printf(m, "drain_holds_off_dio: %s\n", diofork_drain_holds_off_dio() ?
+		   "yes" : "no (not needed: fork copies pinned DIO pages itself)");
 	seq_printf(m, "mode: %s\n", diofork_mode_names[diofork_mode_get()]);
 }

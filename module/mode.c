@@ -169,7 +169,7 @@ int diofork_mode_init(void)
 void diofork_mode_exit(void)
 {
 	diofork_mode_set(DIOFORK_MODE_OFF);
-	diofork_pin_unload();
+	diofork_gup_unload();
 	diofork_hooks_remove_all();
 	/* tasks still inside a stand-in a hook sent them to */
 	synchronize_rcu_tasks();

@@ -45,6 +45,7 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_DRAIN_TIMEOUTS]		= "drain_timeouts",
 	[DIOFORK_STAT_DRAIN_ABORTED]		= "drain_aborted",
 	[DIOFORK_STAT_DRAIN_ALLOC_FAILURES]	= "drain_alloc_failures",
+	[DIOFORK_STAT_DRAIN_DIO_HELD_OFF]	= "drain_dio_held_off",
 	[DIOFORK_STAT_DIO_INFLIGHT]		= "dio_inflight",
 	[DIOFORK_STAT_DIO_INFLIGHT_READ]	= "dio_inflight_read",
 	[DIOFORK_STAT_DIO_INFLIGHT_WRITE]	= "dio_inflight_write",
