@@ -38,7 +38,9 @@
  * SECONDS, never stops at the first corruption, prints RESULT, exits 0.
  *
  * Tunables (environment): DIOFORK_RACE_MAX_S, DIOFORK_RACE_S,
- * DIOFORK_RACE_READS, DIOFORK_RACE_READERS (4), DIOFORK_RACE_NICE (19, of
+ * DIOFORK_RACE_READS, DIOFORK_RACE_MITIGATED_READS and
+ * DIOFORK_RACE_MITIGATED_MAX_S (pin/lock/drain on a kernel that needs them),
+ * DIOFORK_RACE_READERS (4), DIOFORK_RACE_NICE (19, of
  * the reader threads), DIOFORK_RACE_CHILD_US (500),
  * DIOFORK_DEV0/DIOFORK_DEV1 (/dev/nullb0, /dev/nullb1).
  *
@@ -1130,6 +1132,19 @@ RACE_VARIANT(raw_sync_thp_1reader, .target = TGT_RAW, .engine = ENG_SYNC,
 RACE_VARIANT(raw_sync_write, .target = TGT_RAW, .engine = ENG_SYNC,
 	     .dir = DIR_WRITE, .can_race = false);
 
+/*
+ * pin, lock or drain on a kernel whose DIO takes plain references, with
+ * DIOFORK_RACE_MITIGATED_READS set: run that many I/Os (at most
+ * DIOFORK_RACE_MITIGATED_MAX_S, 60 s) instead of DIOFORK_RACE_S.
+ */
+static bool mitigated_needs_power(const struct race_ctx *c)
+{
+	return c->module && !c->kernel_pins && c->v->can_race &&
+	       df_env_ulong("DIOFORK_RACE_MITIGATED_READS", 0) &&
+	       (!strcmp(c->mode, "pin") || !strcmp(c->mode, "lock") ||
+		!strcmp(c->mode, "drain"));
+}
+
 FIXTURE_SETUP(race)
 {
 	char why[256] = "";
@@ -1150,16 +1165,23 @@ TEST_F_TIMEOUT(race, run, 300)
 {
 	struct race_ctx *c = &self->c;
 	unsigned long long cow;
+	unsigned long max_ios;
 	unsigned int i;
 	double seconds;
 	int ret;
 
-	if (c->expect_race)
+	if (c->expect_race) {
 		seconds = df_env_ulong("DIOFORK_RACE_MAX_S", 30);
-	else
+		max_ios = 0;
+	} else if (mitigated_needs_power(c)) {
+		/* a mitigation on a vulnerable kernel: the run that needs power */
+		seconds = df_env_ulong("DIOFORK_RACE_MITIGATED_MAX_S", 60);
+		max_ios = df_env_ulong("DIOFORK_RACE_MITIGATED_READS", 0);
+	} else {
 		seconds = df_env_ulong("DIOFORK_RACE_S", 5);
-	ret = dfr_run(c, seconds, c->expect_race,
-		       c->expect_race ? 0 : df_env_ulong("DIOFORK_RACE_READS", 0));
+		max_ios = df_env_ulong("DIOFORK_RACE_READS", 0);
+	}
+	ret = dfr_run(c, seconds, c->expect_race, max_ios);
 	print_result(c);
 	if (c->v->backing == BACK_THP)
 		ksft_print_msg("AnonHugePages of the buffer after the run: %lld kB\n",
@@ -1254,6 +1276,7 @@ int main(int argc, char **argv)
 {
 	unsigned long max_s = df_env_ulong("DIOFORK_RACE_MAX_S", 30);
 	unsigned long s = df_env_ulong("DIOFORK_RACE_S", 5);
+	unsigned long mit_s = df_env_ulong("DIOFORK_RACE_MITIGATED_MAX_S", 60);
 
 	shared = map_shared(sizeof(*shared));
 	if (!shared)
@@ -1268,6 +1291,8 @@ int main(int argc, char **argv)
 		return demo(argv[2], argv[3]);
 	}
 	/* Setup (mkfs) + the longest run + I/O drain, per variant. */
+	if (mit_s > max_s)
+		max_s = mit_s;
 	_race_run_object->timeout = (max_s > s ? max_s : s) + 120;
 	return test_harness_run(argc, argv);
 }
