@@ -24,7 +24,8 @@
  * page, whose bytes do not change), so it always expects 0.
  *
  * Every variant prints
- *   # RESULT variant=V kernel=K mode=M reads=N forks=N corrupt=N seconds=X.X
+ *   # RESULT variant=V kernel=K mode=M reads=N forks=N corrupt=N seconds=X.X racy=yes|no
+ * (racy: the variant can lose reads on a vulnerable kernel in off)
  * and the module's stats deltas.  mode=none when the module is not loaded.
  * In mode observe, cow_on_dio_page must cover what the test saw: > 0 if a
  * read was lost, and >= the fewest COW faults that explain the lost reads
@@ -706,16 +707,32 @@ err_mmap:
 	return KSFT_FAIL;
 }
 
-/* Does this kernel pin DIO pages (FOLL_PIN)?  Evidence first. */
+/* Pins diofork itself took (pin mode), to tell them from the kernel's. */
+static long long module_pins(const struct race_ctx *c)
+{
+	static struct df_stats st;
+	unsigned long long v;
+
+	if (!c->module || df_stats_read(&st) ||
+	    !df_stats_get(&st, "pin_pages_pinned", &v))
+		return 0;
+	return v;
+}
+
+/*
+ * Does this kernel pin DIO pages (FOLL_PIN)?  Evidence first: pins taken
+ * over a few O_DIRECT reads, less the ones diofork's pin mode took.
+ */
 static void detect_kernel_pins(struct race_ctx *c)
 {
-	long long a0, a1;
+	long long a0, a1, m0, m1;
 	char val[32];
 	int i, n = 0;
 	void *buf;
 
 	df_vmstat_refresh();
 	a0 = df_vmstat("nr_foll_pin_acquired");
+	m0 = module_pins(c);
 	if (a0 >= 0) {
 		buf = mmap(NULL, PAGE_SZ, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -727,11 +744,12 @@ static void detect_kernel_pins(struct race_ctx *c)
 		}
 		df_vmstat_refresh();
 		a1 = df_vmstat("nr_foll_pin_acquired");
+		m1 = module_pins(c);
 		if (n > 0) {
-			c->kernel_pins = a1 - a0 >= n;
+			c->kernel_pins = a1 - a0 - (m1 - m0) >= n;
 			snprintf(c->pins_why, sizeof(c->pins_why),
-				 "nr_foll_pin_acquired +%lld over %d O_DIRECT reads",
-				 a1 - a0, n);
+				 "nr_foll_pin_acquired +%lld over %d O_DIRECT reads, %lld of them diofork's",
+				 a1 - a0, n, m1 - m0);
 			return;
 		}
 	}
@@ -1039,9 +1057,10 @@ static void print_result(struct race_ctx *c)
 	size_t n = 0;
 	int i;
 
-	ksft_print_msg("RESULT variant=%s kernel=%s mode=%s reads=%lu forks=%lu corrupt=%lu seconds=%.1f\n",
+	ksft_print_msg("RESULT variant=%s kernel=%s mode=%s reads=%lu forks=%lu corrupt=%lu seconds=%.1f racy=%s\n",
 		       c->v->name, df_kernel_release(), c->mode, c->total_ios,
-		       c->forks, c->total_corrupt, c->elapsed);
+		       c->forks, c->total_corrupt, c->elapsed,
+		       c->v->can_race ? "yes" : "no");
 	if (c->total_corrupt)
 		ksft_print_msg("first corruption after %.3f s (%lu reads, %lu forks): worker %d sector %llu byte %zd reads %016llx\n",
 			       c->first_t, c->first_ios, c->first_forks,
