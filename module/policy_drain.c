@@ -42,7 +42,9 @@
  *
  * The hold-off needs the lookup taken over, which only works where DIO
  * takes plain references (Debian 6.1).  Where the kernel pins DIO (6.12),
- * fork copies such pages itself and drain only waits.  The legacy
+ * fork copies such pages itself and drain only waits.  A wait that times
+ * out (drain_timeout_ms) lets the restarted fork go ahead (a pass, see
+ * policy_wait.c).  The legacy
  * fs/direct-io.c path (vfat) takes its pages elsewhere and is not held off.
  */
 #include <linux/errno.h>
@@ -200,7 +202,7 @@ static void diofork_drain_gup_exit(struct diofork_gup *g, struct diofork_io *io)
  * DIO in flight, bounded by drain_timeout_ms, a fatal signal or the policy
  * stopping.  New lookups are held off meanwhile.
  */
-static void diofork_drain_sleep(struct mm_struct *mm)
+static int diofork_drain_sleep(struct mm_struct *mm)
 {
 	struct diofork_drain_mm *dm = diofork_drain_mm(mm);
 	unsigned int ms = READ_ONCE(diofork_drain.timeout_ms);
@@ -227,6 +229,7 @@ static void diofork_drain_sleep(struct mm_struct *mm)
 		diofork_stat_inc(DIOFORK_STAT_DRAIN_TIMEOUTS);
 	else if (ret)
 		diofork_stat_inc(DIOFORK_STAT_DRAIN_ABORTED);
+	return ret;
 }
 
 static void diofork_drain_hold(struct diofork_drain_hold *h)
@@ -256,8 +259,9 @@ static void diofork_drain_hold_fn(struct callback_head *cb)
 	struct diofork_drain_hold *h =
 		container_of(cb, struct diofork_drain_hold, cb);
 
-	if (h->wait)
-		diofork_drain_sleep(h->mm);
+	/* timed out: the restarted fork goes ahead, still holding DIO off */
+	if (h->wait && diofork_drain_sleep(h->mm) == -ETIMEDOUT)
+		diofork_wait_pass_grant((unsigned long)h->mm);
 	diofork_drain_unhold(h);
 	kfree(h);
 	diofork_wait_end(&diofork_drain);
@@ -294,6 +298,8 @@ static unsigned long diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
 	wait = atomic_read(&dm->lookups);
 	smp_rmb();		/* a lookup leaves the count after its record is in */
 	wait = wait || dio_inflight || diofork_track_mm_busy(mm);
+	if (wait && diofork_wait_pass_take((unsigned long)mm))
+		wait = false;
 
 	init_task_work(&h->cb, diofork_drain_hold_fn);
 	h->wait = wait;

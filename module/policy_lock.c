@@ -8,11 +8,20 @@
  * off (PTE lock dropped, nothing changed), sleeps until that page has no
  * DIO of this mm in flight, then faults again and COWs complete data.
  *
- * User-mode and kernel-mode faults (another thread's DIO page lookup, a
- * copy_to_user()) wait alike.  A task whose own DIO targets the page never
- * waits (lock_skipped_self): its GUP may fault on its own buffer.  A COW
- * in another mm (the child) leaves the DIO's page with its owner and needs
- * no wait.
+ * User-mode and kernel-mode faults (a DIO page lookup, a copy_to_user())
+ * wait alike, and so does the task that submitted the DIO (lock_waits_self):
+ * a process that writes its own AIO buffer after fork, or a DIO whose next
+ * bio's page lookup breaks COW on a page its earlier bio still reads into,
+ * would otherwise lose that read.  This never waits for itself: a bio is
+ * in the table only once its page lookup has returned, so a lookup waits
+ * only for bios already handed to the block layer, and sleeping flushes
+ * the task's plug, so they complete without it.  (A polled io_uring ring is
+ * the exception: its bios complete only when polled; lock_timeout_ms
+ * bounds that.)  A COW in another mm (the child) leaves the DIO's page
+ * with its owner and needs no wait.
+ *
+ * A wait that times out lets that task's retried fault on that page through
+ * once (a pass, see policy_wait.c), so lock_timeout_ms bounds the fault.
  */
 #include <linux/mm.h>
 #include "compat.h"
@@ -49,7 +58,8 @@ static vm_fault_t diofork_lock_cow_standin(struct vm_fault *vmf)
 		diofork_release_fault_lock(vmf);
 		ret = VM_FAULT_RETRY;
 	}
-	diofork_wait_sleep(&diofork_lock, mm, pfn);
+	if (diofork_wait_sleep(&diofork_lock, mm, pfn) == -ETIMEDOUT)
+		diofork_wait_pass_grant(pfn);
 	diofork_wait_end(&diofork_lock);
 	return ret;
 }
@@ -62,13 +72,13 @@ static unsigned long diofork_lock_cow_fault(struct vm_fault *vmf,
 
 	if (io->mm != mm || !(vmf->flags & FAULT_FLAG_WRITE))
 		return 0;
-	/* a DIO's own page lookup must never wait for that DIO */
-	if (diofork_track_page_task(pfn, mm, current)) {
-		diofork_stat_inc(DIOFORK_STAT_LOCK_SKIPPED_SELF);
+	/* this fault already waited its lock_timeout_ms out */
+	if (diofork_wait_pass_take(pfn))
 		return 0;
-	}
 	if (!diofork_wait_begin(&diofork_lock))
 		return 0;
+	if (diofork_track_page_task(pfn, mm, current))
+		diofork_stat_inc(DIOFORK_STAT_LOCK_WAITS_SELF);
 	return (unsigned long)diofork_lock_cow_standin;
 }
 

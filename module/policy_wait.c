@@ -11,6 +11,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/hash.h>
 #include <linux/jiffies.h>
 #include <linux/ktime.h>
 #include <linux/atomic.h>
@@ -43,8 +44,8 @@ void diofork_wait_end(struct diofork_wait_policy *wp)
  * Sleep until @mm has no DIO on @pfn (ULONG_MAX: none at all), bounded by
  * the policy's timeout, a fatal signal, or the policy stopping.
  */
-void diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
-			unsigned long pfn)
+int diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
+		       unsigned long pfn)
 {
 	unsigned int ms = READ_ONCE(wp->timeout_ms);
 	u64 start = ktime_get_ns();
@@ -58,6 +59,50 @@ void diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
 		diofork_stat_inc(wp->stat_timeouts);
 	else if (ret)
 		diofork_stat_inc(wp->stat_aborted);
+	return ret;
+}
+
+/*
+ * Passes: a task whose wait timed out retries the operation (the fault,
+ * the fork) and must not wait again for the same thing, or the timeout
+ * would bound nothing.  One pass per hashed task slot: only its task takes
+ * it; a collision overwrites another task's pass, which then waits one
+ * more timeout.
+ */
+#define DIOFORK_PASS_BITS	8
+
+struct diofork_pass {
+	struct task_struct *task;
+	unsigned long key;
+};
+
+static struct diofork_pass diofork_passes[1 << DIOFORK_PASS_BITS];
+
+static struct diofork_pass *diofork_pass_slot(void)
+{
+	return &diofork_passes[hash_ptr(current, DIOFORK_PASS_BITS)];
+}
+
+void diofork_wait_pass_grant(unsigned long key)
+{
+	struct diofork_pass *p = diofork_pass_slot();
+
+	WRITE_ONCE(p->key, key);
+	/* the key is written before a task can see the slot as its own */
+	smp_store_release(&p->task, current);
+}
+
+/* From a hook: does current hold a pass for @key?  It is used up. */
+bool diofork_wait_pass_take(unsigned long key)
+{
+	struct diofork_pass *p = diofork_pass_slot();
+
+	/* pairs with the release in diofork_wait_pass_grant(): the key is ours */
+	if (smp_load_acquire(&p->task) != current)
+		return false;
+	if (READ_ONCE(p->key) != key)
+		return false;
+	return cmpxchg(&p->task, current, NULL) == current;
 }
 
 static void diofork_wait_fn(struct callback_head *cb)

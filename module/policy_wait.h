@@ -34,8 +34,10 @@ struct diofork_wait_policy {
 };
 
 bool diofork_wait_begin(struct diofork_wait_policy *wp);
-void diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
-			unsigned long pfn);
+int diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
+		       unsigned long pfn);
+void diofork_wait_pass_grant(unsigned long key);
+bool diofork_wait_pass_take(unsigned long key);
 void diofork_wait_end(struct diofork_wait_policy *wp);
 bool diofork_wait_queue(struct diofork_wait_policy *wp, struct mm_struct *mm,
 			unsigned long pfn, enum task_work_notify_mode notify);

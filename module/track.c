@@ -233,8 +233,8 @@ struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
 }
 
 /*
- * Does @task have a DIO of @mm in flight on @pfn?  (A DIO must never wait
- * for itself.)  Caller holds rcu_read_lock() or runs with preemption off.
+ * Does @task have a DIO of @mm in flight on @pfn?  Caller holds
+ * rcu_read_lock() or runs with preemption off.
  */
 bool diofork_track_page_task(unsigned long pfn, const struct mm_struct *mm,
 			     const struct task_struct *task)

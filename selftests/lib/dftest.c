@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -453,4 +454,277 @@ unsigned long df_env_ulong(const char *name, unsigned long def)
 	if (errno || *end || *s == '-')
 		return def;
 	return v;
+}
+
+/* ---- helpers added for lock_wait and drain_wait ---- */
+
+int df_run_capture(char *const argv[], char *out, size_t size)
+{
+	posix_spawn_file_actions_t fa;
+	size_t len = 0;
+	int ret, status, p[2];
+	pid_t pid;
+
+	if (!size)
+		return -EINVAL;
+	out[0] = '\0';
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+	ret = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (ret) {
+		close(p[0]);
+		return -ret;
+	}
+	for (;;) {
+		char tmp[512];
+		ssize_t n = read(p[0], tmp, sizeof(tmp));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (len < size - 1) {
+			size_t c = (size_t)n < size - 1 - len ? (size_t)n : size - 1 - len;
+
+			memcpy(out + len, tmp, c);
+			len += c;
+		}
+	}
+	close(p[0]);
+	while (len && out[len - 1] == '\n')
+		len--;
+	out[len] = '\0';
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return 128 + WTERMSIG(status);
+}
+
+bool df_have_prog(const char *name)
+{
+	char path[512];
+	const char *p, *end;
+
+	if (strchr(name, '/'))
+		return !access(name, X_OK);
+	p = getenv("PATH");
+	if (!p || !*p)
+		p = "/bin:/usr/bin:/sbin:/usr/sbin";
+	for (; *p; p = *end ? end + 1 : end) {
+		size_t n;
+
+		end = strchrnul(p, ':');
+		n = end - p;
+		if (!n || n >= sizeof(path) - strlen(name) - 2)
+			continue;
+		snprintf(path, sizeof(path), "%.*s/%s", (int)n, p, name);
+		if (!access(path, X_OK))
+			return true;
+	}
+	return false;
+}
+
+void df_dm_path(const char *name, char *buf, size_t size)
+{
+	snprintf(buf, size, "/dev/mapper/%s", name);
+}
+
+static bool df_dm_has_delay(void)
+{
+	char *argv[] = { "dmsetup", "targets", NULL };
+	char out[2048], *line, *save = NULL;
+
+	if (df_run_capture(argv, out, sizeof(out)))
+		return false;
+	for (line = strtok_r(out, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		if (!strncmp(line, "delay", 5) && (line[5] == ' ' || line[5] == '\t'))
+			return true;
+	return false;
+}
+
+int df_dm_delay_usable(char *why, size_t size)
+{
+	char *modprobe[] = { "modprobe", "dm-delay", NULL };
+	struct stat st;
+
+	if (!df_have_prog("dmsetup")) {
+		snprintf(why, size, "dmsetup not found in PATH");
+		return -ENOENT;
+	}
+	if (stat("/dev/mapper/control", &st)) {
+		snprintf(why, size, "/dev/mapper/control: %s (no device-mapper)",
+			 strerror(errno));
+		return -ENOENT;
+	}
+	if (df_dm_has_delay())
+		return 0;
+	df_run(modprobe);
+	if (df_dm_has_delay())
+		return 0;
+	snprintf(why, size, "no dm-delay target (dmsetup targets; modprobe dm-delay failed)");
+	return -ENOENT;
+}
+
+int df_dm_create(const char *name, const char *table, char *msg, size_t size)
+{
+	char *argv[] = { "dmsetup", "create", (char *)name, "--table",
+			 (char *)table, NULL };
+	char path[256];
+	struct stat st;
+	double end;
+	int ret;
+
+	setenv("DM_DISABLE_UDEV", "1", 0);
+	ret = df_run_capture(argv, msg, size);
+	if (ret)
+		return ret;
+	df_dm_path(name, path, sizeof(path));
+	for (end = df_now() + 5; stat(path, &st); usleep(10000))
+		if (df_now() > end)
+			return -errno;
+	return 0;
+}
+
+int df_dm_remove(const char *name, double timeout, char *msg, size_t size)
+{
+	char *argv[] = { "dmsetup", "remove", (char *)name, NULL };
+	double end = df_now() + timeout;
+	int ret;
+
+	setenv("DM_DISABLE_UDEV", "1", 0);
+	for (;;) {
+		ret = df_run_capture(argv, msg, size);
+		if (!ret || df_now() > end)
+			return ret;
+		usleep(100000);
+	}
+}
+
+int df_knob_get(const char *file, unsigned long *val)
+{
+	char path[256], buf[64], *end;
+	ssize_t ret;
+
+	snprintf(path, sizeof(path), DF_DEBUGFS_DIR "/%s", file);
+	ret = df_read_file(path, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
+	errno = 0;
+	*val = strtoul(buf, &end, 10);
+	if (errno || end == buf || (*end && *end != '\n'))
+		return -EBADMSG;
+	return 0;
+}
+
+int df_knob_set(const char *file, unsigned long val)
+{
+	char path[256], buf[32];
+
+	snprintf(path, sizeof(path), DF_DEBUGFS_DIR "/%s", file);
+	snprintf(buf, sizeof(buf), "%lu", val);
+	return df_write_once(path, buf, strlen(buf));
+}
+
+long long df_hist_count(const char *file)
+{
+	char path[256], buf[8192], *line, *save = NULL;
+	unsigned long long lo, hi, n;
+	long long sum = 0;
+	ssize_t ret;
+
+	snprintf(path, sizeof(path), DF_DEBUGFS_DIR "/%s", file);
+	ret = df_read_file(path, buf, sizeof(buf));
+	if (ret < 0)
+		return ret;
+	for (line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '#')
+			continue;
+		if (sscanf(line, "%llu %llu %llu", &lo, &hi, &n) != 3)
+			return -EBADMSG;
+		sum += n;
+	}
+	return sum;
+}
+
+void df_pattern_fill_sectors(void *buf, size_t len, uint64_t sector,
+			     uint64_t magic)
+{
+	size_t s;
+
+	for (s = 0; s < len / 512; s++)
+		df_pattern_fill((char *)buf + s * 512, 512, sector + s, magic);
+}
+
+ssize_t df_pattern_check_sectors(const void *buf, size_t len, uint64_t sector,
+				 uint64_t magic)
+{
+	ssize_t off;
+	size_t s;
+
+	for (s = 0; s < len / 512; s++) {
+		off = df_pattern_check((const char *)buf + s * 512, 512,
+				       sector + s, magic);
+		if (off >= 0)
+			return s * 512 + off;
+	}
+	return -1;
+}
+
+int df_dstate_tasks(char *buf, size_t size)
+{
+	char path[600], line[512], cmd[8];
+	struct dirent *p, *t;
+	size_t len = 0;
+	DIR *pd, *td;
+	int count = 0;
+
+	if (size)
+		buf[0] = '\0';
+	pd = opendir("/proc");
+	if (!pd)
+		return -errno;
+	while ((p = readdir(pd))) {
+		if (p->d_name[0] < '1' || p->d_name[0] > '9')
+			continue;
+		/* kernel threads have an empty cmdline */
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", p->d_name);
+		if (df_read_file(path, cmd, sizeof(cmd)) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
+		td = opendir(path);
+		if (!td)
+			continue;
+		while ((t = readdir(td))) {
+			const char *lp, *rp;
+
+			if (t->d_name[0] < '1' || t->d_name[0] > '9')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/task/%s/stat",
+				 p->d_name, t->d_name);
+			if (df_read_file(path, line, sizeof(line)) <= 0)
+				continue;
+			/* "tid (comm) S ...": the comm may hold ") " */
+			lp = strchr(line, '(');
+			rp = strrchr(line, ')');
+			if (!lp || !rp || rp < lp || rp[1] != ' ' || rp[2] != 'D')
+				continue;
+			count++;
+			if (len < size)
+				len += snprintf(buf + len, size - len, "%s%s/%s%.*s",
+						len ? " " : "", p->d_name, t->d_name,
+						(int)(rp + 1 - lp), lp);
+		}
+		closedir(td);
+	}
+	closedir(pd);
+	return count;
 }

@@ -74,10 +74,29 @@ bool df_stats_get(const struct df_stats *st, const char *name,
 		  unsigned long long *val);
 int df_stats_reset(void);
 
+/*
+ * A numeric debugfs file of the module (lock_timeout_ms, drain_timeout_ms):
+ * read it, or write the value in decimal, once, at offset 0.  0 or -errno.
+ */
+int df_knob_get(const char *file, unsigned long *val);
+int df_knob_set(const char *file, unsigned long val);
+/*
+ * Sum of the counts of a histogram file (lock_wait_hist, drain_wait_hist:
+ * "<lower_ns> <upper_ns> <count>" lines, "#" comments).  The sum, -errno,
+ * or -EBADMSG if a line is malformed.
+ */
+long long df_hist_count(const char *file);
+
 /* Value of "key: value" in the module's kernel file. 0, -ENOENT or -errno. */
 int df_kernel_get(const char *key, char *val, size_t size);
 
 /* -------- /proc and /sys -------- */
+
+/*
+ * User tasks (threads included, kernel threads not) in state D: their
+ * count, or -errno; buf lists them as "pid/tid(comm)" (truncated).
+ */
+int df_dstate_tasks(char *buf, size_t size);
 
 /*
  * Fold per-cpu vmstat deltas into the global counters (root only): small
@@ -110,6 +129,32 @@ int df_nullb_param(const char *name, char *buf, size_t size);
 
 /* Run argv (PATH search) with stdout/stderr to /dev/null. Exit status, or -errno. */
 int df_run(char *const argv[]);
+/*
+ * Like df_run, with stdout and stderr captured into out (NUL terminated,
+ * truncated to size - 1, trailing newlines dropped).
+ */
+int df_run_capture(char *const argv[], char *out, size_t size);
+/* Is name an executable file: a path with a '/', else searched in $PATH? */
+bool df_have_prog(const char *name);
+
+/* -------- device mapper (dmsetup) -------- */
+
+/*
+ * Can this system make a dm-delay device: dmsetup in PATH, the dm control
+ * node, the delay target (modprobe dm-delay is tried).  0, or -ENOENT with
+ * the reason in why.
+ */
+int df_dm_delay_usable(char *why, size_t size);
+/*
+ * dmsetup create name with a one-line table; waits (bounded) for
+ * /dev/mapper/<name>.  Sets DM_DISABLE_UDEV=1 unless already set.  0, the
+ * dmsetup exit status (> 0) or -errno; msg gets dmsetup's output.
+ */
+int df_dm_create(const char *name, const char *table, char *msg, size_t size);
+/* dmsetup remove name, retried while busy for up to timeout s. 0 or as above. */
+int df_dm_remove(const char *name, double timeout, char *msg, size_t size);
+/* "/dev/mapper/<name>" into buf. */
+void df_dm_path(const char *name, char *buf, size_t size);
 
 /* -------- data patterns -------- */
 
@@ -123,6 +168,15 @@ void df_pattern_fill(void *buf, size_t len, uint64_t sector, uint64_t magic);
 /* Byte offset of the first mismatch, or -1 if buf holds the pattern. */
 ssize_t df_pattern_check(const void *buf, size_t len, uint64_t sector,
 			 uint64_t magic);
+/*
+ * The same per 512-byte sector: sector s of buf gets the pattern of device
+ * sector (sector + s), so any 512-aligned slice of a device region filled
+ * this way can be checked on its own.  len is a multiple of 512.
+ */
+void df_pattern_fill_sectors(void *buf, size_t len, uint64_t sector,
+			     uint64_t magic);
+ssize_t df_pattern_check_sectors(const void *buf, size_t len, uint64_t sector,
+				 uint64_t magic);
 
 /* -------- time -------- */
 
