@@ -64,7 +64,6 @@
 struct diofork_wait_policy diofork_drain = {
 	.stat_timeouts		= DIOFORK_STAT_DRAIN_TIMEOUTS,
 	.stat_aborted		= DIOFORK_STAT_DRAIN_ABORTED,
-	.stat_alloc_failures	= DIOFORK_STAT_DRAIN_ALLOC_FAILURES,
 };
 
 struct diofork_drain_mm {
@@ -224,12 +223,7 @@ static int diofork_drain_sleep(struct mm_struct *mm)
 	else
 		ret = diofork_track_wait_event(mm, ULONG_MAX, left,
 					       &diofork_drain.stopping);
-	diofork_wait_record(&diofork_drain.stats, ktime_get_ns() - start);
-	if (ret == -ETIMEDOUT)
-		diofork_stat_inc(DIOFORK_STAT_DRAIN_TIMEOUTS);
-	else if (ret)
-		diofork_stat_inc(DIOFORK_STAT_DRAIN_ABORTED);
-	return ret;
+	return diofork_wait_done(&diofork_drain, start, ret);
 }
 
 static void diofork_drain_hold(struct diofork_drain_hold *h)

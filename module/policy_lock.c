@@ -30,7 +30,6 @@
 struct diofork_wait_policy diofork_lock = {
 	.stat_timeouts		= DIOFORK_STAT_LOCK_TIMEOUTS,
 	.stat_aborted		= DIOFORK_STAT_LOCK_ABORTED,
-	.stat_alloc_failures	= DIOFORK_STAT_LOCK_ALLOC_FAILURES,
 };
 
 /*

@@ -2,10 +2,6 @@
 /*
  * Deferred waits for lock and drain: see policy_wait.h.
  *
- * The waiter is allocated with GFP_ATOMIC in the hook.  If that fails, or
- * the task is exiting, the operation is not backed off: it proceeds
- * unprotected and the policy's alloc-failure counter says so.
- *
  * Stopping (mode switch, unload) sets ->stopping, wakes every waiter, and
  * waits until none is left in this file's code.
  */
@@ -16,7 +12,6 @@
 #include <linux/ktime.h>
 #include <linux/atomic.h>
 #include <linux/sched.h>
-#include <linux/slab.h>
 #include <linux/wait.h>
 #include "policy_wait.h"
 
@@ -54,7 +49,16 @@ int diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
 	ret = diofork_track_wait_event(mm, pfn, ms ? msecs_to_jiffies(ms) :
 						     MAX_SCHEDULE_TIMEOUT,
 				       &wp->stopping);
-	diofork_wait_record(&wp->stats, ktime_get_ns() - start);
+	return diofork_wait_done(wp, start, ret);
+}
+
+/*
+ * Account a wait that began at @start_ns (ktime_get_ns()) and ended with
+ * @ret (0, -ETIMEDOUT, or another error for a wait cut short); returns @ret.
+ */
+int diofork_wait_done(struct diofork_wait_policy *wp, u64 start_ns, int ret)
+{
+	diofork_wait_record(&wp->stats, ktime_get_ns() - start_ns);
 	if (ret == -ETIMEDOUT)
 		diofork_stat_inc(wp->stat_timeouts);
 	else if (ret)
@@ -103,48 +107,6 @@ bool diofork_wait_pass_take(unsigned long key)
 	if (READ_ONCE(p->key) != key)
 		return false;
 	return cmpxchg(&p->task, current, NULL) == current;
-}
-
-static void diofork_wait_fn(struct callback_head *cb)
-{
-	struct diofork_waiter *w = container_of(cb, struct diofork_waiter, cb);
-	struct diofork_wait_policy *wp = w->wp;
-
-	diofork_wait_sleep(wp, w->mm, w->pfn);
-	kfree(w);
-	diofork_wait_end(wp);
-}
-
-/*
- * From a hook (atomic): arrange for current to wait, before it returns to
- * user space, until @mm has no DIO on @pfn (ULONG_MAX: none at all).
- * Returns true if the caller must back off the faulting operation.
- */
-bool diofork_wait_queue(struct diofork_wait_policy *wp, struct mm_struct *mm,
-			unsigned long pfn, enum task_work_notify_mode notify)
-{
-	struct diofork_waiter *w;
-
-	w = kmalloc(sizeof(*w), GFP_ATOMIC | __GFP_NOWARN);
-	if (!w) {
-		diofork_stat_inc(wp->stat_alloc_failures);
-		return false;
-	}
-	if (!diofork_wait_begin(wp)) {
-		kfree(w);
-		return false;
-	}
-	init_task_work(&w->cb, diofork_wait_fn);
-	w->wp = wp;
-	w->mm = mm;
-	w->pfn = pfn;
-	if (task_work_add(current, &w->cb, notify)) {
-		/* exiting: nothing to protect any more */
-		kfree(w);
-		diofork_wait_end(wp);
-		return false;
-	}
-	return true;
 }
 
 void diofork_wait_policy_start(struct diofork_wait_policy *wp)

@@ -16,13 +16,6 @@
 #include <linux/task_work.h>
 #include "diofork.h"
 
-struct diofork_waiter {
-	struct callback_head cb;
-	struct diofork_wait_policy *wp;
-	struct mm_struct *mm;		/* identity only */
-	unsigned long pfn;		/* ULONG_MAX: the whole mm */
-};
-
 struct diofork_wait_policy {
 	struct diofork_wait stats;
 	unsigned int timeout_ms;	/* 0: unbounded */
@@ -30,17 +23,15 @@ struct diofork_wait_policy {
 	atomic_t waiters;
 	enum diofork_stat stat_timeouts;
 	enum diofork_stat stat_aborted;
-	enum diofork_stat stat_alloc_failures;
 };
 
 bool diofork_wait_begin(struct diofork_wait_policy *wp);
 int diofork_wait_sleep(struct diofork_wait_policy *wp, struct mm_struct *mm,
 		       unsigned long pfn);
+int diofork_wait_done(struct diofork_wait_policy *wp, u64 start_ns, int ret);
 void diofork_wait_pass_grant(unsigned long key);
 bool diofork_wait_pass_take(unsigned long key);
 void diofork_wait_end(struct diofork_wait_policy *wp);
-bool diofork_wait_queue(struct diofork_wait_policy *wp, struct mm_struct *mm,
-			unsigned long pfn, enum task_work_notify_mode notify);
 void diofork_wait_policy_start(struct diofork_wait_policy *wp);
 void diofork_wait_policy_stop(struct diofork_wait_policy *wp);
 
