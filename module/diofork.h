@@ -20,6 +20,7 @@
 #include <linux/list.h>
 #include <linux/rcupdate.h>
 #include <linux/atomic.h>
+#include <linux/percpu.h>
 
 struct bio;
 struct mm_struct;
@@ -142,7 +143,18 @@ enum diofork_stat {
 	DIOFORK_NR_STATS,
 };
 
-void diofork_stat_add(enum diofork_stat item, long delta);
+struct diofork_stats {
+	long val[DIOFORK_NR_STATS];
+};
+
+DECLARE_PER_CPU(struct diofork_stats, diofork_pcpu_stats);
+
+/* Inline: the DIO path counts several times per IO. */
+static inline void diofork_stat_add(enum diofork_stat item, long delta)
+{
+	this_cpu_add(diofork_pcpu_stats.val[item], delta);
+}
+
 static inline void diofork_stat_inc(enum diofork_stat item)
 {
 	diofork_stat_add(item, 1);
@@ -186,6 +198,7 @@ enum diofork_io_flags {
 	DIOFORK_IO_WRITE	= 1U << 0,	/* memory to device */
 	DIOFORK_IO_KPINNED	= 1U << 1,	/* the kernel pinned the pages */
 	DIOFORK_IO_FORK_RACED	= 1U << 2,	/* a fork overlapped our GUP */
+	DIOFORK_IO_CACHED	= 1U << 3,	/* from io_cache.c's size class */
 };
 
 /* One page a tracked DIO targets, hashed by pfn. */
@@ -201,10 +214,12 @@ struct diofork_io {
 	struct rcu_head rcu;
 	const struct bio *bio;		/* identity only */
 	struct diofork_io *next_victim;	/* private to diofork_unhash_bio() */
+	struct diofork_io *next_free;	/* retired, in a batch waiting for RCU */
 	struct mm_struct *mm;		/* identity only: no reference held */
 	struct task_struct *task;	/* submitter, identity only */
 	struct page **pinned;		/* our pins (pin mode), or NULL */
 	unsigned int nr_pinned;
+	unsigned int room_pinned;	/* pointers at the end of the record */
 	unsigned int flags;
 	unsigned int nr_pages;
 	struct diofork_page_ref pages[];
@@ -214,7 +229,15 @@ int diofork_track_init(void);
 void diofork_track_exit(void);
 struct diofork_io *diofork_track_bio(const struct bio *bio,
 				     unsigned int first_vec, bool kernel_pinned,
-				     const unsigned int *wp_seq);
+				     const unsigned int *wp_seq,
+				     unsigned int room_pinned);
+struct page **diofork_io_pin_room(struct diofork_io *io);
+
+/* ---- records' per-CPU cache (io_cache.c) ---------------------------------- */
+
+struct diofork_io *diofork_io_alloc(size_t size);
+void diofork_io_free(struct diofork_io *io);
+void diofork_io_cache_exit(void);
 void diofork_track_release(const struct bio *bio);
 void diofork_track_forget_all(void);
 struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
@@ -265,6 +288,9 @@ struct diofork_gup_ops {
 };
 
 /* An open lookup context; only its task uses it (see gup.c). */
+/* A DIO of up to this many pages pins without allocating (most are 1). */
+#define DIOFORK_GUP_INLINE_PAGES	4
+
 struct diofork_gup_slot {
 	struct task_struct *task;
 	const struct diofork_gup_ops *ops;
@@ -272,6 +298,7 @@ struct diofork_gup_slot {
 	unsigned int nr;
 	unsigned int cap;
 	atomic_t *gated;		/* drain: the lookup count we are in */
+	struct page *inline_pages[DIOFORK_GUP_INLINE_PAGES];
 };
 
 void diofork_gup_init(void);

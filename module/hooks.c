@@ -88,7 +88,7 @@ static int diofork_gp_return(struct kretprobe_instance *ri,
 	if (!regs_return_value(regs) && d->bio->bi_vcnt > d->vcnt)
 		io = diofork_track_bio(d->bio, d->vcnt,
 				       diofork_bio_kernel_pinned(d->bio),
-				       &d->seq);
+				       &d->seq, d->slot ? d->slot->nr : 0);
 	/* the policy of the entry, even if the mode changed since */
 	if (d->pol && d->pol->gup_exit)
 		d->pol->gup_exit(d, io);
@@ -130,7 +130,7 @@ static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
 	    diofork_bio_no_page_ref(bio))
 		return 0;
 	/* pages were taken before this point: no fork-race check here */
-	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL);
+	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL, 0);
 	return 0;
 }
 

@@ -47,6 +47,12 @@ static void diofork_pin_drop(struct page **pages, unsigned int nr)
 
 /* ---- the GUP replacement: runs where get_user_pages_fast() would -------- */
 
+static void diofork_pin_slot_free(struct diofork_gup_slot *s)
+{
+	if (s->pages != s->inline_pages)
+		kfree(s->pages);
+}
+
 /* Could fork copy this range?  Only when the VMA can be read without waiting. */
 static bool diofork_pin_range_forkable(unsigned long start, unsigned long end)
 {
@@ -69,17 +75,24 @@ static bool diofork_pin_range_forkable(unsigned long start, unsigned long end)
 	return forkable;
 }
 
+/* Pins so far go to the slot's own array until they outgrow it. */
 static bool diofork_pin_slot_grow(struct diofork_gup_slot *s, unsigned int more)
 {
 	struct page **pages;
 	unsigned int cap;
 
+	if (!s->cap) {
+		s->pages = s->inline_pages;
+		s->cap = ARRAY_SIZE(s->inline_pages);
+	}
 	if (s->nr + more <= s->cap)
 		return true;
 	cap = max(s->nr + more, 2 * s->cap);
-	pages = krealloc_array(s->pages, cap, sizeof(*pages), GFP_KERNEL);
+	pages = kmalloc_array(cap, sizeof(*pages), GFP_KERNEL);
 	if (!pages)
 		return false;
+	memcpy(pages, s->pages, s->nr * sizeof(*pages));
+	diofork_pin_slot_free(s);
 	s->pages = pages;
 	s->cap = cap;
 	return true;
@@ -125,7 +138,7 @@ plain:
 static void diofork_pin_abandon(struct diofork_gup_slot *s)
 {
 	diofork_pin_drop(s->pages, s->nr);
-	kfree(s->pages);
+	diofork_pin_slot_free(s);
 }
 
 static const struct diofork_gup_ops diofork_pin_gup_ops = {
@@ -144,23 +157,27 @@ static void diofork_pin_gup_enter(struct diofork_gup *g)
 		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 }
 
-/* bio_iov_iter_get_pages() returned: hand the pins to the record, if any. */
+/*
+ * bio_iov_iter_get_pages() returned: hand the pins to the record, which was
+ * made with room for them, if there is one.
+ */
 static void diofork_pin_gup_exit(struct diofork_gup *g, struct diofork_io *io)
 {
 	struct diofork_gup_slot *s = g->slot;
 
 	if (!s)
 		return;
-	if (io && s->nr) {
-		io->pinned = s->pages;
+	if (io && s->nr && io->room_pinned >= s->nr) {
+		io->pinned = diofork_io_pin_room(io);
+		memcpy(io->pinned, s->pages, s->nr * sizeof(*s->pages));
 		io->nr_pinned = s->nr;
 	} else {
 		/* no record (error, or out of memory): the IO is unprotected */
-		if (s->nr && !io)
+		if (s->nr)
 			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 		diofork_pin_drop(s->pages, s->nr);
-		kfree(s->pages);
 	}
+	diofork_pin_slot_free(s);
 	diofork_gup_slot_close(s);
 	g->slot = NULL;
 }
@@ -169,7 +186,7 @@ static void diofork_pin_gup_exit(struct diofork_gup *g, struct diofork_io *io)
 void diofork_pin_release(struct diofork_io *io)
 {
 	diofork_pin_drop(io->pinned, io->nr_pinned);
-	kfree(io->pinned);
+	/* the array is part of the record */
 	io->pinned = NULL;
 	io->nr_pinned = 0;
 }

@@ -52,18 +52,9 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_DIO_PAGES_INFLIGHT]	= "dio_pages_inflight",
 };
 
-struct diofork_stats {
-	long val[DIOFORK_NR_STATS];
-};
-
-static DEFINE_PER_CPU(struct diofork_stats, diofork_pcpu_stats);
+DEFINE_PER_CPU(struct diofork_stats, diofork_pcpu_stats);
 static long diofork_stat_base[DIOFORK_NR_MONOTONIC];
 static DEFINE_SPINLOCK(diofork_stat_base_lock);
-
-void diofork_stat_add(enum diofork_stat item, long delta)
-{
-	this_cpu_add(diofork_pcpu_stats.val[item], delta);
-}
 
 static long diofork_stat_sum(enum diofork_stat item)
 {

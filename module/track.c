@@ -14,7 +14,8 @@
  *
  * Records are allocated with GFP_ATOMIC (the hooks run in kprobe context).
  * If that fails the DIO is simply not tracked: it proceeds as if diofork
- * were off, and track_alloc_failures says so.
+ * were off, and track_alloc_failures says so.  Small records come from a
+ * per-CPU cache (io_cache.c) and rarely reach the allocator.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -171,7 +172,7 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 	if (atomic_long_dec_and_test(&diofork_nr_ios) &&
 	    wq_has_sleeper(&diofork_idle_wq))
 		wake_up_all(&diofork_idle_wq);
-	kfree_rcu(io, rcu);
+	diofork_io_free(io);
 }
 
 /*
@@ -207,9 +208,32 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
 	return n;
 }
 
+/*
+ * Has @bio records?  A lock-free look, so that submit (stale records are
+ * rare) and the release of an untracked bio take no bucket lock.  Whoever
+ * calls this owns the bio: nothing adds or releases its records meanwhile.
+ */
+static bool diofork_bio_hashed(const struct bio *bio)
+{
+	struct diofork_io *io;
+	bool found = false;
+
+	rcu_read_lock();
+	hlist_for_each_entry_rcu(io, &diofork_bio_bucket(bio)->head, bio_node) {
+		if (io->bio == bio) {
+			found = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/* The record was hashed before the bio was submitted: no lock to miss it. */
 void diofork_track_release(const struct bio *bio)
 {
-	diofork_unhash_bio(bio, false);
+	if (diofork_bio_hashed(bio))
+		diofork_unhash_bio(bio, false);
 }
 
 /*
@@ -382,28 +406,41 @@ void diofork_track_forget_all(void)
 	}
 }
 
+/* Room for io->room_pinned page pointers, after the page references. */
+struct page **diofork_io_pin_room(struct diofork_io *io)
+{
+	return io->room_pinned ? (struct page **)&io->pages[io->nr_pages] :
+				 NULL;
+}
+
 /*
  * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, which the DIO path
  * has just taken.  If @wp_seq is given it is mm->write_protect_seq sampled
  * before the pages were taken: a fork() that overlapped the window may have
- * shared a page before we could see it, and the record says so.
+ * shared a page before we could see it, and the record says so.  The record
+ * has room for @room_pinned page pointers (diofork_io_pin_room()), so that
+ * pin needs no allocation of its own.
  */
 struct diofork_io *diofork_track_bio(const struct bio *bio,
 				     unsigned int first_vec, bool kernel_pinned,
-				     const unsigned int *wp_seq)
+				     const unsigned int *wp_seq,
+				     unsigned int room_pinned)
 {
 	struct diofork_bucket *b;
 	struct diofork_io *io;
 	unsigned long flags;
 	unsigned int i, nr;
 
-	if (!first_vec && diofork_unhash_bio(bio, false))
+	if (!first_vec && diofork_bio_hashed(bio) &&
+	    diofork_unhash_bio(bio, false))
 		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 
 	nr = diofork_bio_nr_pages(bio, first_vec);
 	if (!nr)
 		return NULL;
-	io = kmalloc(struct_size(io, pages, nr), GFP_ATOMIC | __GFP_NOWARN);
+	io = diofork_io_alloc(size_add(struct_size(io, pages, nr),
+				       array_size(room_pinned,
+						  sizeof(struct page *))));
 	if (!io) {
 		diofork_stat_inc(DIOFORK_STAT_TRACK_ALLOC_FAILURES);
 		return NULL;
@@ -414,8 +451,9 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	io->task = current;
 	io->pinned = NULL;
 	io->nr_pinned = 0;
+	io->room_pinned = room_pinned;
 	io->nr_pages = nr;
-	io->flags = 0;
+	io->flags &= DIOFORK_IO_CACHED;	/* set by diofork_io_alloc() */
 	if (op_is_write(bio_op(bio)))
 		io->flags |= DIOFORK_IO_WRITE;
 	if (kernel_pinned)
@@ -473,8 +511,7 @@ int diofork_track_init(void)
 
 void diofork_track_exit(void)
 {
-	/* kfree_rcu() callbacks reference nothing here, but wait for them */
-	rcu_barrier();
+	diofork_io_cache_exit();
 	vfree(diofork_pfn_hash);
 	vfree(diofork_bio_hash);
 	diofork_pfn_hash = NULL;
