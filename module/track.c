@@ -43,8 +43,6 @@ struct diofork_bucket {
 static struct diofork_bucket *diofork_bio_hash;
 static struct diofork_bucket *diofork_pfn_hash;
 static atomic_t diofork_mm_ios[1 << DIOFORK_MM_HASH_BITS];
-static atomic_long_t diofork_nr_ios;
-static DECLARE_WAIT_QUEUE_HEAD(diofork_idle_wq);
 
 /*
  * Tasks waiting for a page or an mm to have no DIO in flight (lock, drain)
@@ -169,9 +167,6 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 		wake_up_all(diofork_waitq_for((unsigned long)io->mm));
 	}
 
-	if (atomic_long_dec_and_test(&diofork_nr_ios) &&
-	    wq_has_sleeper(&diofork_idle_wq))
-		wake_up_all(&diofork_idle_wq);
 	diofork_io_free(io);
 }
 
@@ -370,14 +365,20 @@ unsigned long diofork_track_mm_pinned(const struct mm_struct *mm)
 
 /*
  * Wait until every tracked DIO has released its pages, for at most @timeout
- * jiffies.  Returns the number still in flight.
+ * jiffies.  Returns the number still in flight.  Only once nothing adds
+ * records any more (unload): then the per-CPU gauge can only fall, and a
+ * sum read while it falls is never below the truth.  Polled, so that the
+ * DIO path shares no counter between CPUs.
  */
 long diofork_track_wait_idle(long timeout)
 {
-	wait_event_interruptible_timeout(diofork_idle_wq,
-					 !atomic_long_read(&diofork_nr_ios),
-					 timeout);
-	return atomic_long_read(&diofork_nr_ios);
+	unsigned long end = jiffies + timeout;
+	long left;
+
+	while ((left = diofork_stat_read_raw(DIOFORK_STAT_DIO_INFLIGHT)) > 0 &&
+	       time_before(jiffies, end) && !signal_pending(current))
+		schedule_timeout_interruptible(msecs_to_jiffies(10));
+	return max(left, 0L);
 }
 
 /*
@@ -461,7 +462,6 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	diofork_io_fill_pages(io, bio, first_vec);
 
 	atomic_inc(diofork_mm_count(io->mm));
-	atomic_long_inc(&diofork_nr_ios);
 	diofork_io_account(io, 1);
 	diofork_stat_inc(io->flags & DIOFORK_IO_WRITE ?
 			 DIOFORK_STAT_DIO_SUBMITTED_WRITE :
