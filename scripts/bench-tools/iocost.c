@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * iocost - what diofork adds to one direct-IO read, per mode.
+ *
+ *   iocost -d DEV [-n IOS] [-b BLOCKS] -M MODE[,MODE...]
+ *
+ * Synchronous 4 KiB O_DIRECT preads from DEV, one at a time, so every
+ * nanosecond of the submit and completion path is on the clock.  Meant for
+ * a null_blk device that completes in the submitting context (irqmode=0):
+ * then the read is nearly all CPU path, and the modes' extra cost per IO
+ * shows at its largest, with little noise.
+ *
+ * BLOCKS blocks of IOS reads per mode, the modes interleaved block by block
+ * (the first mode rotating), so a change in the host's load hits every
+ * mode alike.  Prints, per mode, the median over blocks of the mean time
+ * per read:
+ *
+ *   iocost row=MODE ns_per_io=N p25=N p75=N blocks=N
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MODE_FILE	"/sys/kernel/debug/diofork/mode"
+#define IO_SIZE		4096
+#define SPAN		1024	/* reads cycle over this many blocks */
+#define MAX_MODES	8
+
+static double now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int set_mode(const char *mode)
+{
+	int f = open(MODE_FILE, O_WRONLY);
+	int ok;
+
+	if (f < 0)
+		return errno == ENOENT && !strcmp(mode, "off") ? 0 : -errno;
+	ok = write(f, mode, strlen(mode)) == (ssize_t)strlen(mode);
+	close(f);
+	return ok ? 0 : -EINVAL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: iocost -d DEV [-n IOS] [-b BLOCKS] -M MODE[,MODE...]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *dev = NULL;
+	char *modes[MAX_MODES], *list = NULL, *tok;
+	int nmodes = 0, nios = 2000, nblocks = 20, fd, opt, b, k, m, i;
+	double *res, t0;
+	void *buf;
+
+	while ((opt = getopt(argc, argv, "d:n:b:M:")) != -1) {
+		switch (opt) {
+		case 'd': dev = optarg; break;
+		case 'n': nios = atoi(optarg); break;
+		case 'b': nblocks = atoi(optarg); break;
+		case 'M': list = strdup(optarg); break;
+		default: usage();
+		}
+	}
+	if (!dev || !list || nios < 1 || nblocks < 1)
+		usage();
+	for (tok = strtok(list, ","); tok && nmodes < MAX_MODES; tok = strtok(NULL, ","))
+		modes[nmodes++] = tok;
+	if (!nmodes)
+		usage();
+
+	fd = open(dev, O_RDONLY | O_DIRECT);
+	if (fd < 0 || posix_memalign(&buf, IO_SIZE, IO_SIZE)) {
+		perror(dev);
+		return 1;
+	}
+	res = calloc((size_t)nmodes * nblocks, sizeof(*res));
+	if (!res)
+		return 1;
+
+	for (b = 0; b < nblocks; b++) {
+		for (k = 0; k < nmodes; k++) {
+			m = (k + b) % nmodes;
+			if (set_mode(modes[m])) {
+				fprintf(stderr, "iocost: cannot set mode %s\n", modes[m]);
+				return 1;
+			}
+			t0 = now_ns();
+			for (i = 0; i < nios; i++) {
+				if (pread(fd, buf, IO_SIZE, (off_t)(i % SPAN) * IO_SIZE) != IO_SIZE) {
+					perror("iocost: pread");
+					return 1;
+				}
+			}
+			res[m * nblocks + b] = (now_ns() - t0) / nios;
+		}
+	}
+	set_mode("off");
+
+	for (m = 0; m < nmodes; m++) {
+		double *r = res + m * nblocks;
+
+		qsort(r, nblocks, sizeof(*r), cmp_double);
+		printf("iocost row=%s ns_per_io=%.0f p25=%.0f p75=%.0f blocks=%d\n",
+		       modes[m], r[nblocks / 2], r[nblocks / 4],
+		       r[(3 * nblocks) / 4], nblocks);
+	}
+	return 0;
+}
