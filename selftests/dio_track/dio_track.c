@@ -57,7 +57,6 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -79,7 +78,6 @@
 #define PIN_TIMEOUT_S	5.0		/* nr_foll_pin_* must balance within */
 #define MNT_DIR		"/tmp/dio_track.mnt"
 #define FILE_NAME	"track.dat"
-#define DEFAULT_KO	"/opt/diofork/diofork.ko"
 
 /* Shared by every test process of the run (MAP_SHARED, made in main). */
 struct dt_shared {
@@ -246,58 +244,18 @@ static void *map_anon(size_t len, bool shared_map)
 }
 
 /*
- * Run fn(arg) in a child process, wait at most timeout s.  Returns the
- * child's exit status (fn's return value), or -ETIMEDOUT leaving the child
- * behind (hung in the kernel: nothing more can be done), or -errno.
+ * Bounded waits as dio_track has always done them: its children are plain
+ * fork()s (no __WALL), polled every 2 ms, and every 5 ms in run_bounded().
  */
+static int wait_bounded(pid_t pid, int *status, double timeout)
+{
+	return df_wait_poll(pid, status, 0, timeout, 2000);
+}
+
 static int run_bounded(int (*fn)(void *), void *arg, double timeout,
 		       double *secs)
 {
-	double t0 = df_now();
-	int status;
-	pid_t pid, r;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		_exit(fn(arg));
-	for (;;) {
-		r = waitpid(pid, &status, WNOHANG);
-		if (r == pid)
-			break;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() - t0 > timeout) {
-			*secs = df_now() - t0;
-			return -ETIMEDOUT;
-		}
-		usleep(5000);
-	}
-	*secs = df_now() - t0;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-/* waitpid with a bound: 0 and *status, or -ETIMEDOUT (child left running). */
-static int wait_bounded(pid_t pid, int *status, double timeout)
-{
-	double end = df_now() + timeout;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(2000);
-	}
+	return df_run_poll(fn, arg, 0, timeout, 5000, secs);
 }
 
 /* Switch mode: 0, -EOPNOTSUPP (mode not available) or -errno. */
@@ -310,13 +268,6 @@ static void mode_off_quiet(void)
 {
 	if (df_module_present())
 		df_mode_set("off");
-}
-
-static const char *ko_path(void)
-{
-	const char *p = getenv("DIOFORK_KO");
-
-	return p && *p ? p : DEFAULT_KO;
 }
 
 /* A marker in the kernel log, to line the console log up with the test. */
@@ -1545,25 +1496,6 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 /* 3. rmmod with I/O in flight (last: it reloads the module)           */
 /* ------------------------------------------------------------------ */
 
-static int do_rmmod(void *arg)
-{
-	(void)arg;
-	if (syscall(SYS_delete_module, "diofork", O_NONBLOCK))
-		return errno;
-	return 0;
-}
-
-static int do_insmod(void *arg)
-{
-	int fd = open((const char *)arg, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno;
-	if (syscall(SYS_finit_module, fd, "", 0))
-		return errno;
-	return 0;
-}
-
 FIXTURE_VARIANT(rmmod) {
 	const char *mode;
 };
@@ -1587,8 +1519,8 @@ FIXTURE_SETUP(rmmod)
 	if (stat(df_dev_path(0), &st))
 		SKIP(return, "%s: no such device", df_dev_path(0));
 	/* Never unload what cannot be loaded back. */
-	if (stat(ko_path(), &st))
-		SKIP(return, "%s: %s (set DIOFORK_KO)", ko_path(), strerror(errno));
+	if (stat(df_ko_path(), &st))
+		SKIP(return, "%s: %s (set DIOFORK_KO)", df_ko_path(), strerror(errno));
 	self->ld = map_anon(sizeof(*self->ld), true);
 	ASSERT_NE(NULL, self->ld);
 	pins_baseline();
@@ -1642,7 +1574,7 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 
 	ios_at_rmmod = self->ld->ios;
 	kmsg("rmmod: mode %s, rmmod diofork with reads in flight\n", variant->mode);
-	rm = run_bounded(do_rmmod, NULL, 60, &t_rm);
+	rm = run_bounded(df_do_rmmod, NULL, 60, &t_rm);
 	ASSERT_NE(-ETIMEDOUT, rm) TH_LOG("rmmod diofork hung for %.0f s with I/O in flight",
 					 t_rm);
 	unloaded = rm == 0;
@@ -1650,8 +1582,8 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 		       rm == 0 ? "unloaded" : strerror(rm), t_rm);
 	if (unloaded) {
 		ios_at_insmod = self->ld->ios;
-		ins = run_bounded(do_insmod, (void *)ko_path(), 60, &t_ins);
-		ksft_print_msg("insmod %s: %s after %.3f s\n", ko_path(),
+		ins = run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t_ins);
+		ksft_print_msg("insmod %s: %s after %.3f s\n", df_ko_path(),
 			       ins == 0 ? "ok" : ins == -ETIMEDOUT ? "hung" : strerror(ins),
 			       t_ins);
 	}
@@ -1670,7 +1602,7 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 		       strerror(self->ld->err));
 	EXPECT_LT(ios_at_rmmod, self->ld->ios) TH_LOG("no I/O after the rmmod");
 	if (unloaded) {
-		ASSERT_EQ(0, ins) TH_LOG("insmod %s failed: %s", ko_path(),
+		ASSERT_EQ(0, ins) TH_LOG("insmod %s failed: %s", df_ko_path(),
 					 ins > 0 ? strerror(ins) : "hung");
 		for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 			struct stat st;

@@ -77,7 +77,6 @@
 #define DM_NAME		"diofork_drain_delay"
 #define DM_BASE_SECTOR	((1ULL << 21) + (64ULL << 11))	/* 1 GiB + 64 MiB into DEV1 */
 #define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
-#define DEFAULT_KO	"/opt/diofork/diofork.ko"
 #define DRAIN_TIMEOUT_MS 200
 #define CHECK_LEN	3584		/* the read's bytes C's own write leaves alone */
 
@@ -160,77 +159,6 @@ static bool no_dstate(double timeout, char *list, size_t size)
 			return false;
 		usleep(20000);
 	}
-}
-
-/* waitpid with a bound: 0 and *status, -ETIMEDOUT (left running) or -errno. */
-static int wait_bounded(pid_t pid, int *status, double timeout)
-{
-	double end = df_now() + timeout;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG | __WALL);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-}
-
-/*
- * Run fn(arg) in a child process, wait at most timeout s.  The child's exit
- * status, -ETIMEDOUT (child left behind) or -errno.
- */
-static int run_bounded(int (*fn)(void *), void *arg, double timeout,
-		       double *secs)
-{
-	double t0 = df_now();
-	int status, ret;
-	pid_t pid;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		_exit(fn(arg));
-	ret = wait_bounded(pid, &status, timeout);
-	*secs = df_now() - t0;
-	if (ret)
-		return ret;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-static const char *ko_path(void)
-{
-	const char *p = getenv("DIOFORK_KO");
-
-	return p && *p ? p : DEFAULT_KO;
-}
-
-static int do_rmmod(void *arg)
-{
-	(void)arg;
-	if (syscall(SYS_delete_module, "diofork", O_NONBLOCK))
-		return errno;
-	return 0;
-}
-
-static int do_insmod(void *arg)
-{
-	int fd = open((const char *)arg, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno;
-	if (syscall(SYS_finit_module, fd, "", 0))
-		return errno;
-	return 0;
 }
 
 /* A marker in the kernel log, to line the console log up with the test. */
@@ -618,16 +546,6 @@ FIXTURE_SETUP(drain)
 	self->dm_made = true;
 }
 
-static void reap_quiet(pid_t pid, double timeout)
-{
-	int status;
-
-	if (pid <= 0)
-		return;
-	kill(pid, SIGKILL);
-	wait_bounded(pid, &status, timeout);
-}
-
 FIXTURE_TEARDOWN(drain)
 {
 	char msg[512];
@@ -636,15 +554,15 @@ FIXTURE_TEARDOWN(drain)
 
 	if (self->v) {
 		/* a reader in its uninterruptible read: let it finish */
-		reap_quiet(self->c_pid, self->delay + 10);
-		reap_quiet(self->v->s_pid, self->delay + 10);
+		df_kill_reap(self->c_pid, self->delay + 10);
+		df_kill_reap(self->v->s_pid, self->delay + 10);
 		while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
 			;
 	}
 	if (self->unloaded && !df_module_present()) {
-		ret = run_bounded(do_insmod, (void *)ko_path(), 60, &t);
+		ret = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t);
 		if (ret)
-			ksft_print_msg("teardown: insmod %s: %d\n", ko_path(), ret);
+			ksft_print_msg("teardown: insmod %s: %d\n", df_ko_path(), ret);
 	}
 	if (df_module_present()) {
 		df_knob_set("drain_timeout_ms", 0);
@@ -697,14 +615,14 @@ static int dv_start(FIXTURE_DATA(drain) *self, enum dv_kind kind, int until)
 	return v->phase == DV_FAILED ? -1 : 0;
 }
 
-/* Wait for C to exit: 0 with *status, or as wait_bounded. */
+/* Wait for C to exit: 0 with *status, or as df_wait_bounded. */
 static int dv_reap(FIXTURE_DATA(drain) *self, int *status, double timeout)
 {
 	int ret;
 
 	if (self->c_pid <= 0)
 		return -ECHILD;
-	ret = wait_bounded(self->c_pid, status, timeout);
+	ret = df_wait_bounded(self->c_pid, status, timeout);
 	if (!ret)
 		self->c_pid = -1;
 	return ret;
@@ -863,7 +781,7 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	EXPECT_TRUE(reap < 1.0) TH_LOG("SIGKILL took %.3f s to end the fork's wait", reap);
 	EXPECT_FALSE(io_done_at_reap) TH_LOG("the kill ended only when the read completed");
 
-	ret = wait_bounded(v->s_pid, &status, self->delay + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
 	ksft_print_msg("read done %.3f s after submission: %ld bytes, data %s\n",
@@ -932,9 +850,9 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	int rm, ins, ret, status, fd, idle;
 	struct stat st;
 
-	if (stat(ko_path(), &st))
+	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",
-		     ko_path(), strerror(errno));
+		     df_ko_path(), strerror(errno));
 	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_during_wait: read delay %lu ms\n", self->delay_ms);
 	ret = dv_start(self, DK_FORK_THREAD, DV_FORKING);
@@ -951,7 +869,7 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 
 	kmsg("rmmod_during_wait: rmmod diofork with a fork waiting\n");
 	t_rm0 = df_now();
-	rm = run_bounded(do_rmmod, NULL, 30, &t_rm);
+	rm = df_run_bounded(df_do_rmmod, NULL, 30, &t_rm);
 	ASSERT_NE(-ETIMEDOUT, rm) TH_LOG("rmmod diofork hung for %.0f s with a fork waiting",
 					 t_rm);
 	self->unloaded = rm == 0;
@@ -976,11 +894,11 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 
 	if (!self->unloaded)
 		return;
-	ins = run_bounded(do_insmod, (void *)ko_path(), 60, &t_ins);
-	ksft_print_msg("insmod %s: %s after %.3f s\n", ko_path(),
+	ins = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t_ins);
+	ksft_print_msg("insmod %s: %s after %.3f s\n", df_ko_path(),
 		       ins == 0 ? "ok" : ins == -ETIMEDOUT ? "hung" : strerror(ins),
 		       t_ins);
-	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", ko_path());
+	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", df_ko_path());
 	self->unloaded = false;
 	ASSERT_TRUE(df_module_present());
 	EXPECT_EQ(0, df_mode_get(mode, sizeof(mode)));

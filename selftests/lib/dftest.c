@@ -8,20 +8,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dftest.h"
-
-extern char **environ;
 
 ssize_t df_read_file(const char *path, char *buf, size_t size)
 {
@@ -386,27 +382,6 @@ int df_nullb_param(const char *name, char *buf, size_t size)
 	return 0;
 }
 
-int df_run(char *const argv[])
-{
-	posix_spawn_file_actions_t fa;
-	int ret, status;
-	pid_t pid;
-
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	ret = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (ret)
-		return -ret;
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
 static inline uint64_t df_pattern_word(uint64_t sector, uint64_t magic, size_t i)
 {
 	return magic ^ (sector * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)i << 48) ^ i;
@@ -457,79 +432,6 @@ unsigned long df_env_ulong(const char *name, unsigned long def)
 }
 
 /* ---- helpers added for lock_wait and drain_wait ---- */
-
-int df_run_capture(char *const argv[], char *out, size_t size)
-{
-	posix_spawn_file_actions_t fa;
-	size_t len = 0;
-	int ret, status, p[2];
-	pid_t pid;
-
-	if (!size)
-		return -EINVAL;
-	out[0] = '\0';
-	if (pipe2(p, O_CLOEXEC))
-		return -errno;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
-	ret = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	if (ret) {
-		close(p[0]);
-		return -ret;
-	}
-	for (;;) {
-		char tmp[512];
-		ssize_t n = read(p[0], tmp, sizeof(tmp));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		if (len < size - 1) {
-			size_t c = (size_t)n < size - 1 - len ? (size_t)n : size - 1 - len;
-
-			memcpy(out + len, tmp, c);
-			len += c;
-		}
-	}
-	close(p[0]);
-	while (len && out[len - 1] == '\n')
-		len--;
-	out[len] = '\0';
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-bool df_have_prog(const char *name)
-{
-	char path[512];
-	const char *p, *end;
-
-	if (strchr(name, '/'))
-		return !access(name, X_OK);
-	p = getenv("PATH");
-	if (!p || !*p)
-		p = "/bin:/usr/bin:/sbin:/usr/sbin";
-	for (; *p; p = *end ? end + 1 : end) {
-		size_t n;
-
-		end = strchrnul(p, ':');
-		n = end - p;
-		if (!n || n >= sizeof(path) - strlen(name) - 2)
-			continue;
-		snprintf(path, sizeof(path), "%.*s/%s", (int)n, p, name);
-		if (!access(path, X_OK))
-			return true;
-	}
-	return false;
-}
 
 void df_dm_path(const char *name, char *buf, size_t size)
 {

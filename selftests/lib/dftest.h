@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * dftest.h - helpers shared by the diofork selftests.
+ * dftest.h - helpers shared by the diofork selftests (dftest.c, and
+ * dfproc.c for child processes).
  *
  * Everything here is plain libc: no kselftest macros, so the helpers can be
  * used from fixtures, from main() and from the --demo path alike.  Functions
@@ -12,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define DF_DEBUGFS_DIR	"/sys/kernel/debug/diofork"
 #define DF_MODE_FILE	DF_DEBUGFS_DIR "/mode"
@@ -127,7 +129,14 @@ int df_blkdev_open(const char *path, uint64_t *size_bytes, int *lbs);
 /* One null_blk module parameter ("irqmode") into buf; -ENOENT if none. */
 int df_nullb_param(const char *name, char *buf, size_t size);
 
-/* Run argv (PATH search) with stdout/stderr to /dev/null. Exit status, or -errno. */
+/* -------- processes (dfproc.c) -------- */
+
+/*
+ * Exit codes below are the child's exit status, or 128 + the signal that
+ * killed it.
+ */
+
+/* Run argv (PATH search) with stdout/stderr to /dev/null. Exit code, or -errno. */
 int df_run(char *const argv[]);
 /*
  * Like df_run, with stdout and stderr captured into out (NUL terminated,
@@ -136,6 +145,41 @@ int df_run(char *const argv[]);
 int df_run_capture(char *const argv[], char *out, size_t size);
 /* Is name an executable file: a path with a '/', else searched in $PATH? */
 bool df_have_prog(const char *name);
+
+/*
+ * waitpid(pid, WNOHANG | flags) every poll_us microseconds, for at most
+ * timeout s: 0 and *status, -ETIMEDOUT (child left running) or -errno.
+ */
+int df_wait_poll(pid_t pid, int *status, int flags, double timeout,
+		 unsigned int poll_us);
+/* df_wait_poll of any kind of child (__WALL), every 1 ms. */
+int df_wait_bounded(pid_t pid, int *status, double timeout);
+/* SIGKILL pid (if > 0) and reap it, waiting at most timeout s. */
+void df_kill_reap(pid_t pid, double timeout);
+/*
+ * Run fn(arg) in a fork()ed child, waited for as df_wait_poll(flags,
+ * poll_us) for at most timeout s.  The child's exit code (fn's return
+ * value), -ETIMEDOUT (the child left behind: hung in the kernel, nothing
+ * more can be done) or -errno.  *secs: the time the child took, or was
+ * given.
+ */
+int df_run_poll(int (*fn)(void *), void *arg, int flags, double timeout,
+		unsigned int poll_us, double *secs);
+/* df_run_poll as df_wait_bounded waits: any child, every 1 ms. */
+int df_run_bounded(int (*fn)(void *), void *arg, double timeout, double *secs);
+
+/* -------- loading the module (dfproc.c) -------- */
+
+#define DF_DEFAULT_KO	"/opt/diofork/diofork.ko"
+
+/* The module's .ko: $DIOFORK_KO, else DF_DEFAULT_KO. */
+const char *df_ko_path(void);
+/*
+ * Child bodies for df_run_bounded: rmmod diofork (O_NONBLOCK; unused is
+ * ignored), insmod of the .ko at path ko.  0 or a positive errno.
+ */
+int df_do_rmmod(void *unused);
+int df_do_insmod(void *ko);
 
 /* -------- device mapper (dmsetup) -------- */
 

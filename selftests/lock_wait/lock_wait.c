@@ -114,7 +114,6 @@
 #define DM_NAME		"diofork_lock_delay"
 #define DM_BASE_SECTOR	(1ULL << 21)	/* 1 GiB into DEV1 */
 #define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
-#define DEFAULT_KO	"/opt/diofork/diofork.ko"
 #define LOCK_TIMEOUT_MS	200
 
 /* ------------------------------------------------------------------ */
@@ -194,77 +193,6 @@ static bool no_dstate(double timeout, char *list, size_t size)
 			return false;
 		usleep(20000);
 	}
-}
-
-/* waitpid with a bound: 0 and *status, -ETIMEDOUT (left running) or -errno. */
-static int wait_bounded(pid_t pid, int *status, double timeout)
-{
-	double end = df_now() + timeout;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG | __WALL);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-}
-
-/*
- * Run fn(arg) in a child process, wait at most timeout s.  The child's exit
- * status, -ETIMEDOUT (child left behind) or -errno.
- */
-static int run_bounded(int (*fn)(void *), void *arg, double timeout,
-		       double *secs)
-{
-	double t0 = df_now();
-	int status, ret;
-	pid_t pid;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		_exit(fn(arg));
-	ret = wait_bounded(pid, &status, timeout);
-	*secs = df_now() - t0;
-	if (ret)
-		return ret;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-static const char *ko_path(void)
-{
-	const char *p = getenv("DIOFORK_KO");
-
-	return p && *p ? p : DEFAULT_KO;
-}
-
-static int do_rmmod(void *arg)
-{
-	(void)arg;
-	if (syscall(SYS_delete_module, "diofork", O_NONBLOCK))
-		return errno;
-	return 0;
-}
-
-static int do_insmod(void *arg)
-{
-	int fd = open((const char *)arg, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno;
-	if (syscall(SYS_finit_module, fd, "", 0))
-		return errno;
-	return 0;
 }
 
 /* A marker in the kernel log, to line the console log up with the test. */
@@ -698,12 +626,9 @@ FIXTURE_SETUP(selfcow)
 
 FIXTURE_TEARDOWN(selfcow)
 {
-	int i, status;
+	int i;
 
-	if (self->child > 0) {
-		kill(self->child, SIGKILL);
-		wait_bounded(self->child, &status, 5);
-	}
+	df_kill_reap(self->child, 5);
 	self->forking = 0;
 	for (i = 0; i < 2; i++)
 		sc_stop(&self->w[i]);
@@ -792,7 +717,7 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 				       it, off);
 		}
 		close(p[1]);
-		ret = wait_bounded(self->child, &status, 5);
+		ret = df_wait_bounded(self->child, &status, 5);
 		ASSERT_EQ(0, ret) TH_LOG("child not gone within 5 s of its pipe closing");
 		self->child = -1;
 		if (!WIFEXITED(status) || WEXITSTATUS(status))
@@ -1076,17 +1001,6 @@ FIXTURE_SETUP(waiter)
 	self->dm_made = true;
 }
 
-static void reap_quiet(pid_t pid, bool kill_it, double timeout)
-{
-	int status;
-
-	if (pid <= 0)
-		return;
-	if (kill_it)
-		kill(pid, SIGKILL);
-	wait_bounded(pid, &status, timeout);
-}
-
 FIXTURE_TEARDOWN(waiter)
 {
 	char msg[512];
@@ -1094,17 +1008,17 @@ FIXTURE_TEARDOWN(waiter)
 	int ret;
 
 	if (self->v) {
-		reap_quiet(self->w_pid, true, 5);
+		df_kill_reap(self->w_pid, 5);
 		/* the reader may sit in its uninterruptible read: let it finish */
-		reap_quiet(self->v->s_pid, true, self->delay_ms / 1000.0 + 10);
-		reap_quiet(self->v->g_pid, true, 5);
+		df_kill_reap(self->v->s_pid, self->delay_ms / 1000.0 + 10);
+		df_kill_reap(self->v->g_pid, 5);
 		while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
 			;
 	}
 	if (self->unloaded && !df_module_present()) {
-		ret = run_bounded(do_insmod, (void *)ko_path(), 60, &t);
+		ret = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t);
 		if (ret)
-			ksft_print_msg("teardown: insmod %s: %d\n", ko_path(), ret);
+			ksft_print_msg("teardown: insmod %s: %d\n", df_ko_path(), ret);
 	}
 	if (df_module_present()) {
 		df_knob_set("lock_timeout_ms", 0);
@@ -1203,7 +1117,7 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 
 	kill(self->w_pid, SIGKILL);
 	tk = df_now();
-	ret = wait_bounded(self->w_pid, &status, 10);
+	ret = df_wait_bounded(self->w_pid, &status, 10);
 	t_reaped = df_now();
 	reap = t_reaped - tk;
 	io_done_at_reap = v->io_done;
@@ -1218,10 +1132,10 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	EXPECT_FALSE(io_done_at_reap) TH_LOG("the kill ended only when the read completed");
 
 	/* the read, then the grandchild (reparented to us) */
-	ret = wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
-	ret = wait_bounded(v->g_pid, &status, 5);
+	ret = df_wait_bounded(v->g_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent died");
 	if (!ret)
 		v->g_pid = 0;
@@ -1270,10 +1184,10 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	     v->phase == WV_WRITING && df_now() < end; usleep(1000))
 		;
 	ASSERT_EQ(WV_WROTE, v->phase) TH_LOG("the write did not return within the delay + 5 s");
-	ret = wait_bounded(self->w_pid, &status, self->delay_ms / 1000.0 + 15);
+	ret = df_wait_bounded(self->w_pid, &status, self->delay_ms / 1000.0 + 15);
 	ASSERT_EQ(0, ret) TH_LOG("writer not done within the delay + 15 s: stuck IO");
 	self->w_pid = -1;
-	ret = wait_bounded(v->g_pid, &status, 5);
+	ret = df_wait_bounded(v->g_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent exited");
 	if (!ret)
 		v->g_pid = 0;
@@ -1337,13 +1251,13 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	EXPECT_TRUE(in_flight) TH_LOG("the write returned only once the read was done");
 	EXPECT_LE(1, sdelta(&s0, &s1, "lock_timeouts"));
 
-	ret = wait_bounded(self->w_pid, &status, 5);
+	ret = df_wait_bounded(self->w_pid, &status, 5);
 	EXPECT_EQ(0, ret);
 	if (!ret) {
 		self->w_pid = -1;
 		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	}
-	ret = wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
@@ -1364,9 +1278,9 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	int rm, ins, ret, status, fd, idle;
 	struct stat st;
 
-	if (stat(ko_path(), &st))
+	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",
-		     ko_path(), strerror(errno));
+		     df_ko_path(), strerror(errno));
 	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_waiter: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, false);
@@ -1382,7 +1296,7 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 
 	kmsg("rmmod_waiter: rmmod diofork with a fault waiting\n");
 	t_rm0 = df_now();
-	rm = run_bounded(do_rmmod, NULL, 30, &t_rm);
+	rm = df_run_bounded(df_do_rmmod, NULL, 30, &t_rm);
 	ASSERT_NE(-ETIMEDOUT, rm) TH_LOG("rmmod diofork hung for %.0f s with a fault waiting",
 					 t_rm);
 	self->unloaded = rm == 0;
@@ -1396,16 +1310,16 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 		       (v->phase == WV_WROTE ? v->t_write1 : df_now()) - t_rm0);
 	EXPECT_EQ(0, rm) TH_LOG("rmmod diofork: %s", strerror(rm));
 	EXPECT_EQ(WV_WROTE, v->phase) TH_LOG("the waiting write did not complete after rmmod");
-	ret = wait_bounded(self->w_pid, &status, 5);
+	ret = df_wait_bounded(self->w_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("writer not done 5 s after its write");
 	if (!ret) {
 		self->w_pid = -1;
 		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	}
-	ret = wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
-	ret = wait_bounded(v->g_pid, &status, 5);
+	ret = df_wait_bounded(v->g_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent exited");
 	if (!ret)
 		v->g_pid = 0;
@@ -1417,11 +1331,11 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 
 	if (!self->unloaded)
 		return;
-	ins = run_bounded(do_insmod, (void *)ko_path(), 60, &t_ins);
-	ksft_print_msg("insmod %s: %s after %.3f s\n", ko_path(),
+	ins = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t_ins);
+	ksft_print_msg("insmod %s: %s after %.3f s\n", df_ko_path(),
 		       ins == 0 ? "ok" : ins == -ETIMEDOUT ? "hung" : strerror(ins),
 		       t_ins);
-	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", ko_path());
+	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", df_ko_path());
 	self->unloaded = false;
 	ASSERT_TRUE(df_module_present());
 	EXPECT_EQ(0, df_mode_get(mode, sizeof(mode)));
