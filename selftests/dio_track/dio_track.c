@@ -90,20 +90,6 @@ static struct dt_shared *shared;
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static unsigned long long sval(const struct df_stats *st, const char *name)
-{
-	unsigned long long v = 0;
-
-	df_stats_get(st, name, &v);
-	return v;
-}
-
-static long long sdelta(const struct df_stats *a, const struct df_stats *b,
-			const char *name)
-{
-	return (long long)(sval(b, name) - sval(a, name));
-}
-
 /* One line with every counter that moved between a and b. */
 static void print_deltas(const char *tag, const struct df_stats *a,
 			 const struct df_stats *b)
@@ -114,7 +100,7 @@ static void print_deltas(const char *tag, const struct df_stats *a,
 
 	n += snprintf(line, sizeof(line), "%s deltas:", tag);
 	for (i = 0; i < b->nr && n < sizeof(line); i++) {
-		long long d = sdelta(a, b, b->s[i].name);
+		long long d = df_stats_delta(a, b, b->s[i].name);
 
 		if (d)
 			n += snprintf(line + n, sizeof(line) - n, " %s=%+lld",
@@ -129,34 +115,6 @@ static void print_raw_stats(void)
 
 	if (df_read_file(DF_STATS_FILE, buf, sizeof(buf)) >= 0)
 		ksft_print_msg("raw stats:\n%s", buf);
-}
-
-static bool gauges_zero(const struct df_stats *st)
-{
-	return !sval(st, "dio_inflight") && !sval(st, "dio_inflight_read") &&
-	       !sval(st, "dio_inflight_write") && !sval(st, "dio_pages_inflight");
-}
-
-/*
- * Poll the stats until the in-flight gauges are 0 (a completion may release
- * its pages a moment after the syscall returned), at most timeout s.
- * 0, -ETIMEDOUT (st holds the last reading) or -errno from the read.
- */
-static int wait_idle(struct df_stats *st, double timeout)
-{
-	double end = df_now() + timeout;
-	int ret;
-
-	for (;;) {
-		ret = df_stats_read(st);
-		if (ret)
-			return ret;
-		if (gauges_zero(st))
-			return 0;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
 }
 
 /*
@@ -790,22 +748,22 @@ static void check_phase(struct __test_metadata *_metadata,
 	unsigned int i;
 
 	snprintf(name, sizeof(name), "dio_submitted_%s", dir);
-	sub = sdelta(a, b, name);
+	sub = df_stats_delta(a, b, name);
 	snprintf(name, sizeof(name), "dio_completed_%s", dir);
-	comp = sdelta(a, b, name);
+	comp = df_stats_delta(a, b, name);
 	snprintf(name, sizeof(name), "dio_submitted_%s", other);
-	sub_o = sdelta(a, b, name);
+	sub_o = df_stats_delta(a, b, name);
 	snprintf(name, sizeof(name), "dio_completed_%s", other);
-	comp_o = sdelta(a, b, name);
-	pages = sdelta(a, b, "dio_pages_submitted");
-	skipped = sdelta(a, b, "dio_skipped_bvec");
+	comp_o = df_stats_delta(a, b, name);
+	pages = df_stats_delta(a, b, "dio_pages_submitted");
+	skipped = df_stats_delta(a, b, "dio_skipped_bvec");
 
 	ksft_print_msg("%s %s via %s: %lu I/Os of %zu B in %.2f s: submitted_%s %+lld completed_%s %+lld (expect %lld) pages_submitted %+lld (expect %lld) skipped_bvec %+lld (expect %lld) kernel_pinned %+lld; gauges inflight=%llu pages_inflight=%llu\n",
 		       target_names[v->target], dir, engine_names[v->engine],
 		       ph->ios, io_len(v), ph->secs, dir, sub, dir, comp, rec,
 		       pages, rec * v->pages_per_io, skipped, n * v->bvec_per_io,
-		       sdelta(a, b, "dio_kernel_pinned"),
-		       sval(b, "dio_inflight"), sval(b, "dio_pages_inflight"));
+		       df_stats_delta(a, b, "dio_kernel_pinned"),
+		       df_stats_val(b, "dio_inflight"), df_stats_val(b, "dio_pages_inflight"));
 	print_deltas(dir, a, b);
 
 	EXPECT_EQ(0, ph->err) TH_LOG("%s I/O error on %s: %s", dir, self->file,
@@ -813,8 +771,8 @@ static void check_phase(struct __test_metadata *_metadata,
 	EXPECT_EQ((long long)self->n, n);
 	EXPECT_EQ(0, ph->bad) TH_LOG("%lu reads returned the wrong data", ph->bad);
 	EXPECT_EQ(0, idle) TH_LOG("gauges not back to 0 within %.0f s: dio_inflight=%llu dio_pages_inflight=%llu (%s)",
-				  IDLE_TIMEOUT_S, sval(b, "dio_inflight"),
-				  sval(b, "dio_pages_inflight"), strerror(-idle));
+				  IDLE_TIMEOUT_S, df_stats_val(b, "dio_inflight"),
+				  df_stats_val(b, "dio_pages_inflight"), strerror(-idle));
 	EXPECT_EQ(rec, sub) TH_LOG("dio_submitted_%s: %s", dir, v->why);
 	EXPECT_EQ(rec, comp) TH_LOG("dio_completed_%s: %s", dir, v->why);
 	EXPECT_EQ(sub, comp) TH_LOG("submitted and completed %s differ", dir);
@@ -822,13 +780,13 @@ static void check_phase(struct __test_metadata *_metadata,
 	EXPECT_EQ(0, comp_o) TH_LOG("dio_completed_%s moved during %s I/O", other, dir);
 	EXPECT_EQ(rec * v->pages_per_io, pages) TH_LOG("dio_pages_submitted");
 	EXPECT_EQ(n * v->bvec_per_io, skipped) TH_LOG("dio_skipped_bvec: %s", v->why);
-	EXPECT_EQ(0, sval(b, "dio_inflight"));
-	EXPECT_EQ(0, sval(b, "dio_inflight_read"));
-	EXPECT_EQ(0, sval(b, "dio_inflight_write"));
-	EXPECT_EQ(0, sval(b, "dio_pages_inflight"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_inflight"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_inflight_read"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_inflight_write"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_pages_inflight"));
 	for (i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
-		EXPECT_EQ(0, sdelta(a, b, zero[i])) TH_LOG("%s moved: %+lld", zero[i],
-							    sdelta(a, b, zero[i]));
+		EXPECT_EQ(0, df_stats_delta(a, b, zero[i])) TH_LOG("%s moved: %+lld", zero[i],
+								    df_stats_delta(a, b, zero[i]));
 }
 
 #define TRACK(vname, tgt, eng, rec, pages, bvec, text)		\
@@ -888,18 +846,18 @@ TEST_F_TIMEOUT(track, balance, 120)
 	ksft_print_msg("%s: %s via %s, %u I/Os per direction, mode observe\n",
 		       df_kernel_release(), self->file, engine_names[variant->engine],
 		       self->n);
-	idle0 = wait_idle(&s0, IDLE_TIMEOUT_S);
+	idle0 = df_wait_idle(&s0, IDLE_TIMEOUT_S);
 	ASSERT_EQ(0, idle0) TH_LOG("not idle before the test: %s", strerror(-idle0));
 
 	run_phase(self, variant, true, magic, &wr);
-	idle1 = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle1 = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	if (idle1 == -EBADMSG)
 		print_raw_stats();
 	ASSERT_NE(-EBADMSG, idle1);
 	check_phase(_metadata, self, variant, true, &wr, idle1, &s0, &s1);
 
 	run_phase(self, variant, false, magic, &rd);
-	idle2 = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle2 = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	if (idle2 == -EBADMSG)
 		print_raw_stats();
 	ASSERT_NE(-EBADMSG, idle2);
@@ -1238,7 +1196,7 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 	bool pin_ok = false;
 	int i, ret, idle, stuck = 0, werr;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	t0 = df_now();
 	/* observe cycles get up to 45 s, pin cycles up to 30 s more */
 	budget_end = t0 + 45;
@@ -1315,7 +1273,7 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 		}
 	}
 	mode_set("off");
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	for (i = 0; i < MS_WORKERS; i++) {
 		total_ios += c->w[i].ios;
 		ksft_print_msg("worker %d %s %s: %lu I/Os, err %d\n", i,
@@ -1349,25 +1307,25 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 	EXPECT_LT(0, c->forks);
 	EXPECT_LT(0, total_ios);
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0 within %.0f s: dio_inflight=%llu dio_pages_inflight=%llu",
-				  IDLE_TIMEOUT_S, sval(&s1, "dio_inflight"),
-				  sval(&s1, "dio_pages_inflight"));
+				  IDLE_TIMEOUT_S, df_stats_val(&s1, "dio_inflight"),
+				  df_stats_val(&s1, "dio_pages_inflight"));
 	/*
 	 * Every DIO path here is hooked and each I/O takes well under a
 	 * second: a record found still attached when its bio is reused
 	 * (track_stale) or still there 5 s after its hooks went
 	 * (track_forced_release) is a page release the module missed.
 	 */
-	EXPECT_EQ(0, sdelta(&s0, &s1, "track_stale"))
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "track_stale"))
 		TH_LOG("track_stale %+lld: __bio_release_pages() of tracked bios missed",
-		       sdelta(&s0, &s1, "track_stale"));
-	EXPECT_EQ(0, sdelta(&s0, &s1, "track_forced_release"))
+		       df_stats_delta(&s0, &s1, "track_stale"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "track_forced_release"))
 		TH_LOG("track_forced_release %+lld: records outlived the 5 s drain of a mode switch",
-		       sdelta(&s0, &s1, "track_forced_release"));
-	EXPECT_EQ(sdelta(&s0, &s1, "pin_pages_pinned"),
-		  sdelta(&s0, &s1, "pin_pages_unpinned"))
+		       df_stats_delta(&s0, &s1, "track_forced_release"));
+	EXPECT_EQ(df_stats_delta(&s0, &s1, "pin_pages_pinned"),
+		  df_stats_delta(&s0, &s1, "pin_pages_unpinned"))
 		TH_LOG("pin_pages_pinned %+lld != pin_pages_unpinned %+lld",
-		       sdelta(&s0, &s1, "pin_pages_pinned"),
-		       sdelta(&s0, &s1, "pin_pages_unpinned"));
+		       df_stats_delta(&s0, &s1, "pin_pages_pinned"),
+		       df_stats_delta(&s0, &s1, "pin_pages_unpinned"));
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld",
 		       acq, rel);
@@ -1426,7 +1384,7 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 	int idle, status, ret;
 	char kmode[DF_MODE_NAME_MAX] = "?";
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	df_mode_get(kmode, sizeof(kmode));
 	kmsg("kill: mode %s, up to %lu SIGKILLs\n", kmode, max_iter);
 	for (it = 0; it < max_iter && df_now() - t0 < 60; it++) {
@@ -1455,16 +1413,16 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 		}
 		ios += self->ld->ios;
 	}
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
-	pinned = sdelta(&s0, &s1, "pin_pages_pinned");
-	unpinned = sdelta(&s0, &s1, "pin_pages_unpinned");
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
+	pinned = df_stats_delta(&s0, &s1, "pin_pages_pinned");
+	unpinned = df_stats_delta(&s0, &s1, "pin_pages_unpinned");
 	ksft_print_msg("mode %s: %lu SIGKILLs in %.1f s (%lu I/Os reaped before the kill, slowest reap %.3f s); submitted r/w %+lld/%+lld completed r/w %+lld/%+lld; pin_pages pinned %+lld unpinned %+lld; gauges inflight=%llu pages=%llu\n",
 		       kmode, it, df_now() - t0, ios, peak_wait,
-		       sdelta(&s0, &s1, "dio_submitted_read"),
-		       sdelta(&s0, &s1, "dio_submitted_write"),
-		       sdelta(&s0, &s1, "dio_completed_read"),
-		       sdelta(&s0, &s1, "dio_completed_write"), pinned, unpinned,
-		       sval(&s1, "dio_inflight"), sval(&s1, "dio_pages_inflight"));
+		       df_stats_delta(&s0, &s1, "dio_submitted_read"),
+		       df_stats_delta(&s0, &s1, "dio_submitted_write"),
+		       df_stats_delta(&s0, &s1, "dio_completed_read"),
+		       df_stats_delta(&s0, &s1, "dio_completed_write"), pinned, unpinned,
+		       df_stats_val(&s1, "dio_inflight"), df_stats_val(&s1, "dio_pages_inflight"));
 	if (idle != -EBADMSG)
 		print_deltas("kill", &s0, &s1);
 	else
@@ -1475,15 +1433,15 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 	EXPECT_EQ(0, early_exit);
 	EXPECT_LE(10, it);
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0 within %.0f s after the kills: dio_inflight=%llu dio_pages_inflight=%llu",
-				  IDLE_TIMEOUT_S, sval(&s1, "dio_inflight"),
-				  sval(&s1, "dio_pages_inflight"));
-	EXPECT_EQ(sdelta(&s0, &s1, "dio_submitted_read"),
-		  sdelta(&s0, &s1, "dio_completed_read") +
-		  sdelta(&s0, &s1, "track_forced_release"))
+				  IDLE_TIMEOUT_S, df_stats_val(&s1, "dio_inflight"),
+				  df_stats_val(&s1, "dio_pages_inflight"));
+	EXPECT_EQ(df_stats_delta(&s0, &s1, "dio_submitted_read"),
+		  df_stats_delta(&s0, &s1, "dio_completed_read") +
+		  df_stats_delta(&s0, &s1, "track_forced_release"))
 		TH_LOG("records made != records retired");
-	EXPECT_EQ(0, sdelta(&s0, &s1, "track_stale"))
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "track_stale"))
 		TH_LOG("track_stale %+lld: __bio_release_pages() of tracked bios missed",
-		       sdelta(&s0, &s1, "track_stale"));
+		       df_stats_delta(&s0, &s1, "track_stale"));
 	EXPECT_EQ(pinned, unpinned) TH_LOG("pin_pages_pinned != pin_pages_unpinned");
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld",
@@ -1563,12 +1521,12 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 	/* until the module has records in flight (bounded) */
 	for (i = 0; i < 200; i++) {
 		ASSERT_EQ(0, df_stats_read(&s1));
-		if (sval(&s1, "dio_inflight") && self->ld->ios >= LOAD_QD)
+		if (df_stats_val(&s1, "dio_inflight") && self->ld->ios >= LOAD_QD)
 			break;
 		usleep(10000);
 	}
 	ksft_print_msg("mode %s, %u reads in flight (dio_inflight=%llu), %lu done: rmmod diofork\n",
-		       variant->mode, LOAD_QD, sval(&s1, "dio_inflight"),
+		       variant->mode, LOAD_QD, df_stats_val(&s1, "dio_inflight"),
 		       self->ld->ios);
 	print_deltas("before rmmod", &s0, &s1);
 
@@ -1620,8 +1578,9 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 			       strerror(rm));
 		EXPECT_EQ(0, mode_set("off"));
 	}
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
-	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu", sval(&s1, "dio_inflight"));
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
+	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu",
+				  df_stats_val(&s1, "dio_inflight"));
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld: leaked pin",
 		       acq, rel);

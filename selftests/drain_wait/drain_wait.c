@@ -86,32 +86,13 @@ extern char **environ;
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static unsigned long long sval(const struct df_stats *st, const char *name)
-{
-	unsigned long long v = 0;
-
-	df_stats_get(st, name, &v);
-	return v;
-}
-
-static long long sdelta(const struct df_stats *a, const struct df_stats *b,
-			const char *name)
-{
-	return (long long)(sval(b, name) - sval(a, name));
-}
-
 /* One line with the deltas of the named counters (NULL-terminated list). */
 static void print_some(const char *tag, const struct df_stats *a,
 		       const struct df_stats *b, const char *const *names)
 {
 	char line[1024];
-	size_t n;
 
-	n = snprintf(line, sizeof(line), "%s:", tag);
-	for (; *names && n < sizeof(line); names++)
-		n += snprintf(line + n, sizeof(line) - n, " %s=%+lld", *names,
-			      sdelta(a, b, *names));
-	ksft_print_msg("%s\n", line);
+	ksft_print_msg("%s\n", df_stats_deltas(line, sizeof(line), tag, a, b, names));
 }
 
 static const char *const drain_names[] = {
@@ -120,46 +101,6 @@ static const char *const drain_names[] = {
 	"forks_with_dio_inflight", "dio_submitted_read", "dio_completed_read",
 	NULL,
 };
-
-static bool gauges_zero(const struct df_stats *st)
-{
-	return !sval(st, "dio_inflight") && !sval(st, "dio_inflight_read") &&
-	       !sval(st, "dio_inflight_write") && !sval(st, "dio_pages_inflight");
-}
-
-/* Poll until the in-flight gauges are 0: 0, -ETIMEDOUT or -errno. */
-static int wait_idle(struct df_stats *st, double timeout)
-{
-	double end = df_now() + timeout;
-	int ret;
-
-	for (;;) {
-		ret = df_stats_read(st);
-		if (ret)
-			return ret;
-		if (gauges_zero(st))
-			return 0;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
-}
-
-/* No user task in D state, polled for at most timeout s. */
-static bool no_dstate(double timeout, char *list, size_t size)
-{
-	double end = df_now() + timeout;
-	int n;
-
-	for (;;) {
-		n = df_dstate_tasks(list, size);
-		if (n <= 0)
-			return n == 0;
-		if (df_now() > end)
-			return false;
-		usleep(20000);
-	}
-}
 
 /* A marker in the kernel log, to line the console log up with the test. */
 static void kmsg(const char *fmt, ...)
@@ -305,21 +246,13 @@ static int dv_fail(struct dv *v, int err)
 /* Until the module tracks at least n reads in flight. 0 or errno. */
 static int dv_wait_tracked(struct dv *v, unsigned long long n)
 {
-	struct df_stats st;
-	double end = df_now() + 5;
+	unsigned long long seen;
+	int ret;
 
-	for (;; usleep(2000)) {
-		if (df_stats_read(&st))
-			return EIO;
-		if (sval(&st, "dio_inflight") >= n) {
-			v->inflight0 = sval(&st, "dio_inflight");
-			return 0;
-		}
-		if (v->io_done)
-			return EALREADY;
-		if (df_now() > end)
-			return ETIMEDOUT;
-	}
+	ret = df_wait_inflight(n, 5, &v->io_done, &seen);
+	if (!ret)
+		v->inflight0 = seen;
+	return -ret;
 }
 
 static unsigned long long dv_stat(const char *name)
@@ -328,7 +261,7 @@ static unsigned long long dv_stat(const char *name)
 
 	if (df_stats_read(&st))
 		return ~0ULL;
-	return sval(&st, name);
+	return df_stats_val(&st, name);
 }
 
 /* C, fork kinds: a slow read in flight, then fork(). */
@@ -641,7 +574,7 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 	char dlist[512];
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	h0 = df_hist_count("drain_wait_hist");
 	kmsg("fork_waits: read delay %lu ms\n", self->delay_ms);
 	ret = dv_start(self, DK_FORK_THREAD, DV_FORKING);
@@ -650,7 +583,7 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 	ret = dv_reap(self, &status, self->delay + 15);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 15 s (phase %s)",
 				 dv_phases[v->phase]);
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	h1 = df_hist_count("drain_wait_hist");
 	ASSERT_EQ(DV_DONE, v->phase) TH_LOG("C failed in phase %s: %s",
 					    dv_phases[v->err_at], strerror(v->err));
@@ -661,24 +594,24 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 		       v->io_bad < 0 ? "ok" : "wrong");
 	print_some("counters", &s0, &s1, drain_names);
 	ksft_print_msg("drain_wait_hist count %+lld, drain_wait_ns_max %llu\n",
-		       h1 - h0, sval(&s1, "drain_wait_ns_max"));
+		       h1 - h0, df_stats_val(&s1, "drain_wait_ns_max"));
 
 	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay)
 		TH_LOG("fork returned %.3f s after the read began, before it could complete (delay %.1f s)",
 		       since_submit, self->delay);
 	EXPECT_EQ(0, v->inflight_at_return) TH_LOG("fork returned with tracked DIO in flight");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_forks_waited"));
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_waits"));
-	EXPECT_EQ(sdelta(&s0, &s1, "drain_waits"), h1 - h0)
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_waits"));
+	EXPECT_EQ(df_stats_delta(&s0, &s1, "drain_waits"), h1 - h0)
 		TH_LOG("drain_wait_hist does not agree with drain_waits");
-	EXPECT_EQ(0, sdelta(&s0, &s1, "drain_timeouts"));
-	EXPECT_EQ(0, sdelta(&s0, &s1, "drain_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "drain_timeouts"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "drain_aborted"));
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("read data lost at offset %ld after the fork",
 					v->io_bad);
 	EXPECT_EQ(0, idle);
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 static void nowait_test(struct __test_metadata *_metadata,
@@ -690,7 +623,7 @@ static void nowait_test(struct __test_metadata *_metadata,
 	double op, opw;
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("%s with %d slow reads in flight\n", what, NR_AIO);
 	ret = dv_start(self, kind, DV_FORKED);
 	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
@@ -705,7 +638,7 @@ static void nowait_test(struct __test_metadata *_metadata,
 	ret = dv_reap(self, &status, self->delay + 35);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 35 s (phase %s)",
 				 dv_phases[v->phase]);
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	print_some("counters", &s0, &s1, drain_names);
 	ASSERT_EQ(DV_DONE, v->phase) TH_LOG("C failed in phase %s: %s",
 					    dv_phases[v->err_at], strerror(v->err));
@@ -752,7 +685,7 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	char dlist[512];
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("sigkill_forker: read delay %lu ms\n", self->delay_ms);
 	ret = dv_start(self, DK_FORK_SIBLING, DV_FORKING);
 	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
@@ -764,7 +697,7 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
 		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
 	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_forks_waited"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
 
 	kill(self->c_pid, SIGKILL);
 	tk = df_now();
@@ -790,14 +723,14 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("wrong data in the read page at offset %ld",
 					v->io_bad);
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	print_some("after the read", &s0, &s2, drain_names);
-	EXPECT_LE(1, sdelta(&s0, &s2, "drain_aborted"));
-	EXPECT_EQ(0, sdelta(&s0, &s2, "drain_timeouts"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s2, "drain_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s2, "drain_timeouts"));
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu dio_pages_inflight=%llu",
-				  sval(&s2, "dio_inflight"),
-				  sval(&s2, "dio_pages_inflight"));
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+				  df_stats_val(&s2, "dio_inflight"),
+				  df_stats_val(&s2, "dio_pages_inflight"));
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 TEST_F_TIMEOUT(drain, drain_timeout, 60)
@@ -811,7 +744,7 @@ TEST_F_TIMEOUT(drain, drain_timeout, 60)
 	ASSERT_EQ(0, df_knob_set("drain_timeout_ms", DRAIN_TIMEOUT_MS));
 	ASSERT_EQ(0, df_knob_get("drain_timeout_ms", &knob));
 	ASSERT_EQ(DRAIN_TIMEOUT_MS, knob);
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("drain_timeout: %d ms, read delay %lu ms\n", DRAIN_TIMEOUT_MS,
 	     self->delay_ms);
 	ret = dv_start(self, DK_FORK_THREAD, DV_FORKED);
@@ -825,10 +758,10 @@ TEST_F_TIMEOUT(drain, drain_timeout, 60)
 	print_some("counters", &s0, &s1, drain_names);
 	EXPECT_TRUE(took >= DRAIN_TIMEOUT_MS * 0.75 / 1000 && took < 1.0)
 		TH_LOG("fork waited %.3f s, not about %d ms (%lld timed-out waits)",
-		       took, DRAIN_TIMEOUT_MS, sdelta(&s0, &s1, "drain_timeouts"));
+		       took, DRAIN_TIMEOUT_MS, df_stats_delta(&s0, &s1, "drain_timeouts"));
 	EXPECT_LE(1, v->inflight_at_return)
 		TH_LOG("fork returned only once the read was done");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_timeouts"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_timeouts"));
 
 	ret = dv_reap(self, &status, self->delay + 10);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 10 s: stuck IO");
@@ -853,7 +786,7 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",
 		     df_ko_path(), strerror(errno));
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_during_wait: read delay %lu ms\n", self->delay_ms);
 	ret = dv_start(self, DK_FORK_THREAD, DV_FORKING);
 	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
@@ -865,7 +798,7 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
 		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
 	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_forks_waited"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
 
 	kmsg("rmmod_during_wait: rmmod diofork with a fork waiting\n");
 	t_rm0 = df_now();
@@ -906,7 +839,7 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	ASSERT_EQ(0, df_mode_set("drain"));
 
 	/* a fresh module: nothing in flight, and it tracks a new read */
-	ASSERT_EQ(0, wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
 	buf = map_anon(PAGE_SZ, false);
 	ASSERT_LE(0, fd);
@@ -914,12 +847,12 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	EXPECT_EQ((ssize_t)PAGE_SZ, pread(fd, buf, PAGE_SZ, 0));
 	close(fd);
 	munmap(buf, PAGE_SZ);
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	print_some("reloaded module, one read", &s1, &s2, drain_names);
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_submitted_read"));
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_completed_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_submitted_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_completed_read"));
 	EXPECT_EQ(0, idle);
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 int main(int argc, char **argv)

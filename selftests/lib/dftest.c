@@ -219,6 +219,79 @@ int df_stats_reset(void)
 	return df_write_once(DF_RESET_FILE, "reset", 5);
 }
 
+unsigned long long df_stats_val(const struct df_stats *st, const char *name)
+{
+	unsigned long long v = 0;
+
+	df_stats_get(st, name, &v);
+	return v;
+}
+
+long long df_stats_delta(const struct df_stats *a, const struct df_stats *b,
+			 const char *name)
+{
+	return (long long)(df_stats_val(b, name) - df_stats_val(a, name));
+}
+
+char *df_stats_deltas(char *buf, size_t size, const char *tag,
+		      const struct df_stats *a, const struct df_stats *b,
+		      const char *const *names)
+{
+	size_t n;
+
+	n = snprintf(buf, size, "%s:", tag);
+	for (; *names && n < size; names++)
+		n += snprintf(buf + n, size - n, " %s=%+lld", *names,
+			      df_stats_delta(a, b, *names));
+	return buf;
+}
+
+static bool df_gauges_zero(const struct df_stats *st)
+{
+	return !df_stats_val(st, "dio_inflight") &&
+	       !df_stats_val(st, "dio_inflight_read") &&
+	       !df_stats_val(st, "dio_inflight_write") &&
+	       !df_stats_val(st, "dio_pages_inflight");
+}
+
+int df_wait_idle(struct df_stats *st, double timeout)
+{
+	double end = df_now() + timeout;
+	int ret;
+
+	for (;;) {
+		ret = df_stats_read(st);
+		if (ret)
+			return ret;
+		if (df_gauges_zero(st))
+			return 0;
+		if (df_now() > end)
+			return -ETIMEDOUT;
+		usleep(10000);
+	}
+}
+
+int df_wait_inflight(unsigned long long n, double timeout,
+		     const volatile int *done, unsigned long long *seen)
+{
+	double end = df_now() + timeout;
+	struct df_stats st;
+
+	for (;; usleep(2000)) {
+		if (df_stats_read(&st))
+			return -EIO;
+		if (df_stats_val(&st, "dio_inflight") >= n) {
+			if (seen)
+				*seen = df_stats_val(&st, "dio_inflight");
+			return 0;
+		}
+		if (done && *done)
+			return -EALREADY;
+		if (df_now() > end)
+			return -ETIMEDOUT;
+	}
+}
+
 int df_kernel_get(const char *key, char *val, size_t size)
 {
 	char buf[4096], *line, *save = NULL;
@@ -629,4 +702,19 @@ int df_dstate_tasks(char *buf, size_t size)
 	}
 	closedir(pd);
 	return count;
+}
+
+bool df_no_dstate(double timeout, char *list, size_t size)
+{
+	double end = df_now() + timeout;
+	int n;
+
+	for (;;) {
+		n = df_dstate_tasks(list, size);
+		if (n <= 0)
+			return n == 0;
+		if (df_now() > end)
+			return false;
+		usleep(20000);
+	}
 }

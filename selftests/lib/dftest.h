@@ -75,6 +75,33 @@ int df_stats_read(struct df_stats *st);
 bool df_stats_get(const struct df_stats *st, const char *name,
 		  unsigned long long *val);
 int df_stats_reset(void);
+/* Value of a counter, 0 if absent. */
+unsigned long long df_stats_val(const struct df_stats *st, const char *name);
+/* b - a of a counter (absent: 0). */
+long long df_stats_delta(const struct df_stats *a, const struct df_stats *b,
+			 const char *name);
+/*
+ * "tag: name=+delta ..." into buf for the counters in names (a NULL
+ * terminated list), truncated to fit; returns buf.
+ */
+char *df_stats_deltas(char *buf, size_t size, const char *tag,
+		      const struct df_stats *a, const struct df_stats *b,
+		      const char *const *names);
+/*
+ * Poll the stats (every 10 ms) until the in-flight gauges (dio_inflight,
+ * dio_inflight_read, dio_inflight_write, dio_pages_inflight) are 0: a
+ * completion may release its pages a moment after the syscall returned.
+ * 0, -ETIMEDOUT after timeout s (st holds the last reading) or -errno from
+ * the read.
+ */
+int df_wait_idle(struct df_stats *st, double timeout);
+/*
+ * Poll the stats (every 2 ms) until dio_inflight is at least n: 0 (and
+ * *seen, if not NULL, that reading), -EALREADY once *done (if not NULL) is
+ * set, -ETIMEDOUT after timeout s, or -EIO if the stats cannot be read.
+ */
+int df_wait_inflight(unsigned long long n, double timeout,
+		     const volatile int *done, unsigned long long *seen);
 
 /*
  * A numeric debugfs file of the module (lock_timeout_ms, drain_timeout_ms):
@@ -99,6 +126,11 @@ int df_kernel_get(const char *key, char *val, size_t size);
  * count, or -errno; buf lists them as "pid/tid(comm)" (truncated).
  */
 int df_dstate_tasks(char *buf, size_t size);
+/*
+ * No user task in D state, polled every 20 ms for at most timeout s: true,
+ * or false with the tasks left in list (or /proc unreadable).
+ */
+bool df_no_dstate(double timeout, char *list, size_t size);
 
 /*
  * Fold per-cpu vmstat deltas into the global counters (root only): small

@@ -120,32 +120,13 @@
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static unsigned long long sval(const struct df_stats *st, const char *name)
-{
-	unsigned long long v = 0;
-
-	df_stats_get(st, name, &v);
-	return v;
-}
-
-static long long sdelta(const struct df_stats *a, const struct df_stats *b,
-			const char *name)
-{
-	return (long long)(sval(b, name) - sval(a, name));
-}
-
 /* One line with the deltas of the named counters (NULL-terminated list). */
 static void print_some(const char *tag, const struct df_stats *a,
 		       const struct df_stats *b, const char *const *names)
 {
 	char line[1024];
-	size_t n;
 
-	n = snprintf(line, sizeof(line), "%s:", tag);
-	for (; *names && n < sizeof(line); names++)
-		n += snprintf(line + n, sizeof(line) - n, " %s=%+lld", *names,
-			      sdelta(a, b, *names));
-	ksft_print_msg("%s\n", line);
+	ksft_print_msg("%s\n", df_stats_deltas(line, sizeof(line), tag, a, b, names));
 }
 
 static const char *const lock_names[] = {
@@ -154,46 +135,6 @@ static const char *const lock_names[] = {
 	"dio_submitted_read", "dio_completed_read", "forks",
 	"forks_with_dio_inflight", NULL,
 };
-
-static bool gauges_zero(const struct df_stats *st)
-{
-	return !sval(st, "dio_inflight") && !sval(st, "dio_inflight_read") &&
-	       !sval(st, "dio_inflight_write") && !sval(st, "dio_pages_inflight");
-}
-
-/* Poll until the in-flight gauges are 0: 0, -ETIMEDOUT or -errno. */
-static int wait_idle(struct df_stats *st, double timeout)
-{
-	double end = df_now() + timeout;
-	int ret;
-
-	for (;;) {
-		ret = df_stats_read(st);
-		if (ret)
-			return ret;
-		if (gauges_zero(st))
-			return 0;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
-}
-
-/* No user task in D state, polled for at most timeout s. */
-static bool no_dstate(double timeout, char *list, size_t size)
-{
-	double end = df_now() + timeout;
-	int n;
-
-	for (;;) {
-		n = df_dstate_tasks(list, size);
-		if (n <= 0)
-			return n == 0;
-		if (df_now() > end)
-			return false;
-		usleep(20000);
-	}
-}
 
 /* A marker in the kernel log, to line the console log up with the test. */
 static void kmsg(const char *fmt, ...)
@@ -654,7 +595,7 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 	char dlist[512];
 	int i, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	ksft_print_msg("%s, %lu iterations (at most %.0f s), kernel %s\n",
 		       variant->what, iters, budget, df_kernel_release());
 	kmsg("self_cow_at_start: %s\n", variant->what);
@@ -725,12 +666,12 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 		if (df_now() - ti > slowest)
 			slowest = df_now() - ti;
 	}
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	ksft_print_msg("%lu iterations in %.1f s (slowest %.3f s)%s; %lu short/failed reads (first %ld, expected %ld), %lu with wrong data, %lu children whose copy changed; tracked bios per read %.2f\n",
 		       it, df_now() - t0, slowest,
 		       it < iters ? ", time budget reached" : "", short_io,
 		       first_res, expected, bad, child_bad,
-		       it ? (double)sdelta(&s0, &s1, "dio_submitted_read") /
+		       it ? (double)df_stats_delta(&s0, &s1, "dio_submitted_read") /
 			    (it * variant->threads) : 0.0);
 	if (variant->fork_during)
 		ksft_print_msg("%lu forks during the reads\n", forks);
@@ -744,14 +685,14 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 				 bad, it, first_bad);
 	EXPECT_EQ(0, child_bad) TH_LOG("the child's copy of the buffer changed: the read landed in it");
 	EXPECT_LE((long long)(it * variant->threads * variant->min_bios),
-		  sdelta(&s0, &s1, "dio_submitted_read"))
+		  df_stats_delta(&s0, &s1, "dio_submitted_read"))
 		TH_LOG("fewer tracked bios than %u per read: tracking off, or not multi-bio",
 		       variant->min_bios);
-	EXPECT_EQ(0, sdelta(&s0, &s1, "lock_aborted"));
-	EXPECT_EQ(0, sdelta(&s0, &s1, "lock_timeouts"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_timeouts"));
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu",
-				  sval(&s1, "dio_inflight"));
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+				  df_stats_val(&s1, "dio_inflight"));
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 /* ------------------------------------------------------------------ */
@@ -816,10 +757,8 @@ static int wv_writer(struct wv *v, const char *dev)
 {
 	static struct wv_read r;
 	size_t stack_len = 256 << 10;
-	struct df_stats st;
 	unsigned char *page, *stack;
-	double end;
-	int p[2];
+	int p[2], ret;
 	pid_t pid;
 	char c;
 
@@ -842,14 +781,9 @@ static int wv_writer(struct wv *v, const char *dev)
 	v->s_pid = pid;
 
 	/* until the module tracks the read */
-	for (end = df_now() + 5;; usleep(2000)) {
-		if (df_stats_read(&st))
-			return wv_fail(v, EIO);
-		if (sval(&st, "dio_inflight"))
-			break;
-		if (v->io_done || df_now() > end)
-			return wv_fail(v, v->io_done ? EALREADY : ETIMEDOUT);
-	}
+	ret = df_wait_inflight(1, 5, &v->io_done, NULL);
+	if (ret)
+		return wv_fail(v, -ret);
 	v->t_inflight = df_now();
 
 	if (pipe2(p, O_CLOEXEC))
@@ -887,9 +821,7 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 	struct iocb cb, *cbp = &cb;
 	io_context_t ctx = 0;
 	struct io_event ev;
-	struct df_stats st;
 	unsigned char *page;
-	double end;
 	int fd, p[2], ret;
 	pid_t pid;
 	char c;
@@ -909,14 +841,10 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 	ret = io_submit(ctx, 1, &cbp);
 	if (ret != 1)
 		return wv_fail(v, ret < 0 ? -ret : EIO);
-	for (end = df_now() + 5;; usleep(2000)) {
-		if (df_stats_read(&st))
-			return wv_fail(v, EIO);
-		if (sval(&st, "dio_inflight"))
-			break;
-		if (df_now() > end)
-			return wv_fail(v, ETIMEDOUT);
-	}
+	/* W reaps the read itself, later: no io_done to watch */
+	ret = df_wait_inflight(1, 5, NULL, NULL);
+	if (ret)
+		return wv_fail(v, -ret);
 	v->t_inflight = df_now();
 
 	if (pipe2(p, O_CLOEXEC))
@@ -1100,7 +1028,7 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	char dlist[512];
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	h0 = df_hist_count("lock_wait_hist");
 	kmsg("sigkill_waiter: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, false);
@@ -1112,7 +1040,7 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
 	ASSERT_TRUE(blocked) TH_LOG("the write to the COW-shared page did not wait for the read in flight");
-	EXPECT_LE(1, sdelta(&s0, &s1, "cow_on_dio_page"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
 	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
 
 	kill(self->w_pid, SIGKILL);
@@ -1146,20 +1074,20 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("wrong data in the read page at offset %ld",
 					v->io_bad);
 
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	h1 = df_hist_count("lock_wait_hist");
 	print_some("after the read", &s0, &s2, lock_names);
 	ksft_print_msg("lock_wait_hist count %+lld, lock_wait_ns_max %llu\n",
-		       h1 - h0, sval(&s2, "lock_wait_ns_max"));
-	EXPECT_LE(1, sdelta(&s0, &s2, "lock_waits"));
-	EXPECT_LE(1, sdelta(&s0, &s2, "lock_aborted"));
-	EXPECT_EQ(0, sdelta(&s0, &s2, "lock_timeouts"));
-	EXPECT_EQ(sdelta(&s0, &s2, "lock_waits"), h1 - h0)
+		       h1 - h0, df_stats_val(&s2, "lock_wait_ns_max"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s2, "lock_waits"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s2, "lock_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s2, "lock_timeouts"));
+	EXPECT_EQ(df_stats_delta(&s0, &s2, "lock_waits"), h1 - h0)
 		TH_LOG("lock_wait_hist does not agree with lock_waits");
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu dio_pages_inflight=%llu",
-				  sval(&s2, "dio_inflight"),
-				  sval(&s2, "dio_pages_inflight"));
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+				  df_stats_val(&s2, "dio_inflight"),
+				  df_stats_val(&s2, "dio_pages_inflight"));
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 /*
@@ -1175,7 +1103,7 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	bool skip;
 	int ret, status;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("own_aio_write: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, true);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
@@ -1191,22 +1119,22 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent exited");
 	if (!ret)
 		v->g_pid = 0;
-	ASSERT_EQ(0, wait_idle(&s1, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S));
 	since_submit = v->t_write1 - v->t_submit;
 	ksft_print_msg("the submitter's own write returned after %.3f s, %.3f s after the read was submitted (delay %lu ms); read: %ld bytes, data in its page %s\n",
 		       v->t_write1 - v->t_write0, since_submit, self->delay_ms,
 		       v->io_res, v->io_bad < 0 ? "ok" : "lost");
 	print_some("counters", &s0, &s1, lock_names);
-	skip = !sdelta(&s0, &s1, "cow_on_dio_page") && kernel_pins_dio() &&
+	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && kernel_pins_dio() &&
 	       v->io_bad < 0;
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
-	EXPECT_LE(1, sdelta(&s0, &s1, "cow_on_dio_page"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
 		TH_LOG("the write did not wait for the read (lock_waits %+lld, lock_waits_self %+lld)",
-		       sdelta(&s0, &s1, "lock_waits"),
-		       sdelta(&s0, &s1, "lock_waits_self"));
-	EXPECT_LE(1, sdelta(&s0, &s1, "lock_waits"));
+		       df_stats_delta(&s0, &s1, "lock_waits"),
+		       df_stats_delta(&s0, &s1, "lock_waits_self"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_waits"));
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("the read's data is not in the writer's page (first bad byte %ld)",
 					v->io_bad);
@@ -1224,7 +1152,7 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	ASSERT_EQ(0, df_knob_set("lock_timeout_ms", LOCK_TIMEOUT_MS));
 	ASSERT_EQ(0, df_knob_get("lock_timeout_ms", &knob));
 	ASSERT_EQ(LOCK_TIMEOUT_MS, knob);
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("lock_timeout: %d ms, read delay %lu ms\n", LOCK_TIMEOUT_MS,
 	     self->delay_ms);
 	ret = wv_start(self, false);
@@ -1241,15 +1169,15 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 		       LOCK_TIMEOUT_MS, wrote, self->delay_ms,
 		       in_flight ? "yes" : "no");
 	print_some("counters", &s0, &s1, lock_names);
-	skip = !sdelta(&s0, &s1, "cow_on_dio_page") && wrote < 0.1 &&
+	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && wrote < 0.1 &&
 	       kernel_pins_dio();
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
 	EXPECT_TRUE(wrote >= LOCK_TIMEOUT_MS * 0.75 / 1000 && wrote < 1.0)
 		TH_LOG("the fault waited %.3f s, not about %d ms (%lld timed-out waits)",
-		       wrote, LOCK_TIMEOUT_MS, sdelta(&s0, &s1, "lock_timeouts"));
+		       wrote, LOCK_TIMEOUT_MS, df_stats_delta(&s0, &s1, "lock_timeouts"));
 	EXPECT_TRUE(in_flight) TH_LOG("the write returned only once the read was done");
-	EXPECT_LE(1, sdelta(&s0, &s1, "lock_timeouts"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_timeouts"));
 
 	ret = df_wait_bounded(self->w_pid, &status, 5);
 	EXPECT_EQ(0, ret);
@@ -1281,7 +1209,7 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",
 		     df_ko_path(), strerror(errno));
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_waiter: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, false);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
@@ -1343,7 +1271,7 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	ASSERT_EQ(0, df_mode_set("lock"));
 
 	/* a fresh module: nothing in flight, and it tracks a new read */
-	ASSERT_EQ(0, wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
 	buf = map_anon(PAGE_SZ, false);
 	ASSERT_LE(0, fd);
@@ -1351,12 +1279,12 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	EXPECT_EQ((ssize_t)PAGE_SZ, pread(fd, buf, PAGE_SZ, SC_BASE));
 	close(fd);
 	munmap(buf, PAGE_SZ);
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	print_some("reloaded module, one read", &s1, &s2, lock_names);
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_submitted_read"));
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_completed_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_submitted_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_completed_read"));
 	EXPECT_EQ(0, idle);
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 int main(int argc, char **argv)
