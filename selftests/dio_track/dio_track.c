@@ -50,7 +50,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +77,9 @@
 #define PIN_TIMEOUT_S	5.0		/* nr_foll_pin_* must balance within */
 #define MNT_DIR		"/tmp/dio_track.mnt"
 #define FILE_NAME	"track.dat"
+
+/* A marker in the kernel log, to line the console log up with the test. */
+#define kmsg(fmt, ...)	df_kmsg("dio_track: " fmt, ##__VA_ARGS__)
 
 /* Shared by every test process of the run (MAP_SHARED, made in main). */
 struct dt_shared {
@@ -126,19 +128,11 @@ static void print_raw_stats(void)
  */
 static long long pin_base = LLONG_MIN;
 
-static long long pin_balance(long long *acq, long long *rel)
-{
-	df_vmstat_refresh();
-	*acq = df_vmstat("nr_foll_pin_acquired");
-	*rel = df_vmstat("nr_foll_pin_released");
-	return (*acq < 0 || *rel < 0) ? LLONG_MIN : *acq - *rel;
-}
-
 static void pins_baseline(void)
 {
 	long long acq, rel;
 
-	pin_base = pin_balance(&acq, &rel);
+	pin_base = df_foll_pin_balance(&acq, &rel);
 	if (pin_base != LLONG_MIN && pin_base)
 		ksft_print_msg("FOLL_PIN balance before the test: %lld (acquired %lld, released %lld)\n",
 			       pin_base, acq, rel);
@@ -155,7 +149,7 @@ static bool pins_balanced(long long *acq, long long *rel, double timeout)
 	long long bal;
 
 	for (;;) {
-		bal = pin_balance(acq, rel);
+		bal = df_foll_pin_balance(acq, rel);
 		if (bal == LLONG_MIN || pin_base == LLONG_MIN || bal == pin_base)
 			return true;
 		if (df_now() > end) {
@@ -167,37 +161,13 @@ static bool pins_balanced(long long *acq, long long *rel, double timeout)
 	}
 }
 
-static bool is_mountpoint(const char *dir)
+/* df_map_anon() with every page present and writable. */
+static void *map_prefaulted(size_t len, bool shared_map)
 {
-	char parent[128];
-	struct stat a, b;
+	void *p = df_map_anon(len, shared_map);
 
-	snprintf(parent, sizeof(parent), "%s/..", dir);
-	if (stat(dir, &a) || stat(parent, &b))
-		return false;
-	return a.st_dev != b.st_dev;
-}
-
-static void umount_retry(const char *dir)
-{
-	int i;
-
-	for (i = 0; i < 50 && is_mountpoint(dir); i++) {
-		if (!umount2(dir, 0))
-			break;
-		usleep(100000);
-	}
-}
-
-static void *map_anon(size_t len, bool shared_map)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       (shared_map ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
-		       -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	memset(p, 0, len);	/* every page present and writable */
+	if (p)
+		memset(p, 0, len);
 	return p;
 }
 
@@ -226,25 +196,6 @@ static void mode_off_quiet(void)
 {
 	if (df_module_present())
 		df_mode_set("off");
-}
-
-/* A marker in the kernel log, to line the console log up with the test. */
-static void kmsg(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int fd, n;
-
-	n = snprintf(buf, sizeof(buf), "dio_track: ");
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-	va_end(ap);
-	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, buf, strlen(buf)) < 0)
-		n = 0;
-	close(fd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -537,13 +488,13 @@ static int fs_prepare(enum dt_target t, char *why, size_t len)
 		return KSFT_SKIP;
 	}
 	mkdir(MNT_DIR, 0755);
-	if (shared->fs == (int)t && is_mountpoint(MNT_DIR))
+	if (shared->fs == (int)t && df_is_mountpoint(MNT_DIR))
 		return 0;
 	t0 = df_now();
-	umount_retry(MNT_DIR);
+	df_umount_retry(MNT_DIR, 50);
 	if (shared->fs)
 		kmsg("track: umount %s: %.1f s\n", target_names[shared->fs], df_now() - t0);
-	if (is_mountpoint(MNT_DIR)) {
+	if (df_is_mountpoint(MNT_DIR)) {
 		snprintf(why, len, "cannot unmount %s: %s", MNT_DIR, strerror(errno));
 		return KSFT_FAIL;
 	}
@@ -660,7 +611,7 @@ static int dt_track_setup(FIXTURE_DATA(track) *self, const FIXTURE_VARIANT(track
 	if (ret)
 		return ret;
 	self->bufs_len = QD * 4 * PAGE_SZ;
-	self->bufs = map_anon(self->bufs_len, false);
+	self->bufs = map_prefaulted(self->bufs_len, false);
 	if (!self->bufs) {
 		snprintf(why, len, "mmap: %s", strerror(errno));
 		return KSFT_FAIL;
@@ -896,7 +847,7 @@ static int loader_main(struct loader *ld, uint64_t base, double seconds)
 		ld->err = -fd;
 		return 1;
 	}
-	buf = map_anon(LOAD_QD * PAGE_SZ, false);
+	buf = map_prefaulted(LOAD_QD * PAGE_SZ, false);
 	ret = buf ? io_setup(LOAD_QD, &ctx) : -ENOMEM;
 	if (ret) {
 		ld->err = -ret;
@@ -1142,7 +1093,7 @@ FIXTURE_SETUP(modeswitch)
 		SKIP(return, "%s: no such device", df_dev_path(0));
 	ASSERT_LE(0, self->c.fd) TH_LOG("%s: %s", df_dev_path(0),
 					strerror(-self->c.fd));
-	self->bufs = map_anon(MS_WORKERS * MS_AIO_QD * PAGE_SZ, false);
+	self->bufs = map_prefaulted(MS_WORKERS * MS_AIO_QD * PAGE_SZ, false);
 	ASSERT_NE(NULL, self->bufs);
 	pins_baseline();
 }
@@ -1357,7 +1308,7 @@ FIXTURE_SETUP(kill)
 		SKIP(return, "diofork module not loaded");
 	if (stat(df_dev_path(0), &st))
 		SKIP(return, "%s: no such device", df_dev_path(0));
-	self->ld = map_anon(sizeof(*self->ld), true);
+	self->ld = map_prefaulted(sizeof(*self->ld), true);
 	ASSERT_NE(NULL, self->ld);
 	pins_baseline();
 	ret = mode_set(variant->mode);
@@ -1394,10 +1345,7 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 		ASSERT_LT(0, pid) TH_LOG("fork: %s", strerror(errno));
 		if (!loader_wait_started(self->ld, pid, 5))
 			not_started++;
-		rng ^= rng << 13;
-		rng ^= rng >> 7;
-		rng ^= rng << 17;
-		usleep(rng % 3000);
+		usleep(df_rng_next(&rng) % 3000);
 		kill(pid, SIGKILL);
 		tk = df_now();
 		ret = wait_bounded(pid, &status, 20);
@@ -1479,7 +1427,7 @@ FIXTURE_SETUP(rmmod)
 	/* Never unload what cannot be loaded back. */
 	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO)", df_ko_path(), strerror(errno));
-	self->ld = map_anon(sizeof(*self->ld), true);
+	self->ld = map_prefaulted(sizeof(*self->ld), true);
 	ASSERT_NE(NULL, self->ld);
 	pins_baseline();
 	ret = mode_set(variant->mode);
@@ -1593,7 +1541,7 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 static void cleanup_at_exit(void)
 {
 	if (shared && shared->fs)
-		umount_retry(MNT_DIR);
+		df_umount_retry(MNT_DIR, 50);
 	rmdir(MNT_DIR);
 	mode_off_quiet();
 }
@@ -1604,7 +1552,7 @@ int main(int argc, char **argv)
 
 	if (!df_module_present())
 		ksft_exit_skip("diofork module not loaded (no %s)\n", DF_DEBUGFS_DIR);
-	shared = map_anon(sizeof(*shared), true);
+	shared = map_prefaulted(sizeof(*shared), true);
 	if (!shared)
 		ksft_exit_fail_msg("mmap: %s\n", strerror(errno));
 	atexit(cleanup_at_exit);

@@ -56,7 +56,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +79,9 @@
 #define DRAIN_TIMEOUT_MS 200
 #define CHECK_LEN	3584		/* the read's bytes C's own write leaves alone */
 
+/* A marker in the kernel log, to line the console log up with the test. */
+#define kmsg(fmt, ...)	df_kmsg("drain_wait: " fmt, ##__VA_ARGS__)
+
 extern char **environ;
 
 /* ------------------------------------------------------------------ */
@@ -101,65 +103,6 @@ static const char *const drain_names[] = {
 	"forks_with_dio_inflight", "dio_submitted_read", "dio_completed_read",
 	NULL,
 };
-
-/* A marker in the kernel log, to line the console log up with the test. */
-static void kmsg(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int fd, n;
-
-	n = snprintf(buf, sizeof(buf), "drain_wait: ");
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-	va_end(ap);
-	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, buf, strlen(buf)) < 0)
-		n = 0;
-	close(fd);
-}
-
-static void *map_anon(size_t len, bool shared_map)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       (shared_map ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
-		       -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
-/*
- * Fill [off, off + len) of a block device with the per-sector pattern,
- * keyed by key_sector + (byte offset - off) / 512.  0 or -errno.
- */
-static int prefill(const char *dev, uint64_t off, size_t len,
-		   uint64_t key_sector)
-{
-	size_t chunk = 1 << 20, done;
-	unsigned char *buf;
-	int fd, ret = 0;
-
-	fd = df_blkdev_open(dev, NULL, NULL);
-	if (fd < 0)
-		return fd;
-	buf = map_anon(chunk, false);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (done = 0; done < len && !ret; done += chunk) {
-		size_t n = len - done < chunk ? len - done : chunk;
-
-		df_pattern_fill_sectors(buf, n, key_sector + done / 512, DF_MAGIC);
-		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
-			ret = -EIO;
-	}
-	munmap(buf, chunk);
-	close(fd);
-	return ret;
-}
 
 static const char *true_path(void)
 {
@@ -276,7 +219,7 @@ static int dv_forker(struct dv *v, const char *dev, bool sibling)
 
 	r.v = v;
 	r.key = DM_BASE_SECTOR;
-	r.page = map_anon(PAGE_SZ, false);
+	r.page = df_map_anon(PAGE_SZ, false);
 	if (!r.page)
 		return dv_fail(v, ENOMEM);
 	memset(r.page, 0x5a, PAGE_SZ);
@@ -284,7 +227,7 @@ static int dv_forker(struct dv *v, const char *dev, bool sibling)
 	if (r.fd < 0)
 		return dv_fail(v, errno);
 	if (sibling) {
-		stack = map_anon(stack_len, false);
+		stack = df_map_anon(stack_len, false);
 		if (!stack)
 			return dv_fail(v, ENOMEM);
 		pid = clone(dv_reader, stack + stack_len,
@@ -348,7 +291,7 @@ static int dv_nowait(struct dv *v, const char *dev, bool spawn)
 	int fd, ret, i, done = 0, status;
 	pid_t pid;
 
-	buf = map_anon(NR_AIO * PAGE_SZ, false);
+	buf = df_map_anon(NR_AIO * PAGE_SZ, false);
 	if (!buf)
 		return dv_fail(v, ENOMEM);
 	memset(buf, 0x5a, NR_AIO * PAGE_SZ);
@@ -454,7 +397,7 @@ FIXTURE_SETUP(drain)
 		SKIP(return, "%s: no such device", df_dev_path(1));
 	if (df_dm_delay_usable(why, sizeof(why)))
 		SKIP(return, "%s", why);
-	self->v = map_anon(sizeof(*self->v), true);
+	self->v = df_map_anon(sizeof(*self->v), true);
 	ASSERT_NE(NULL, self->v);
 	memset((void *)self->v, 0, sizeof(*self->v));
 	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
@@ -462,8 +405,8 @@ FIXTURE_SETUP(drain)
 	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
 	if (!stat(self->dev, &st))	/* a leftover from an earlier run */
 		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = prefill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
-		      DM_BASE_SECTOR);
+	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
+			     DM_BASE_SECTOR);
 	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
 				 strerror(-ret));
 	ret = df_mode_set("drain");
@@ -841,7 +784,7 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	/* a fresh module: nothing in flight, and it tracks a new read */
 	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
-	buf = map_anon(PAGE_SZ, false);
+	buf = df_map_anon(PAGE_SZ, false);
 	ASSERT_LE(0, fd);
 	ASSERT_NE(NULL, buf);
 	EXPECT_EQ((ssize_t)PAGE_SZ, pread(fd, buf, PAGE_SZ, 0));

@@ -7,11 +7,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -63,6 +67,55 @@ int df_write_once(const char *path, const void *buf, size_t len)
 		err = -EIO;	/* short write: the module took part of it */
 	close(fd);
 	return err;
+}
+
+void df_kmsg(const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	ssize_t ret;
+	int fd;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ret = write(fd, buf, strlen(buf));	/* best effort */
+	(void)ret;
+	close(fd);
+}
+
+void *df_map_anon(size_t len, bool shared)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
+		       -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+bool df_is_mountpoint(const char *dir)
+{
+	char parent[128];
+	struct stat a, b;
+
+	snprintf(parent, sizeof(parent), "%s/..", dir);
+	if (stat(dir, &a) || stat(parent, &b))
+		return false;
+	return a.st_dev != b.st_dev;
+}
+
+void df_umount_retry(const char *dir, int tries)
+{
+	int i;
+
+	for (i = 0; i < tries && df_is_mountpoint(dir); i++) {
+		if (!umount2(dir, 0))
+			break;
+		usleep(100000);
+	}
 }
 
 bool df_module_present(void)
@@ -348,6 +401,20 @@ long long df_vmstat(const char *name)
 	return df_keyed_value("/proc/vmstat", name, false);
 }
 
+long long df_foll_pin_balance(long long *acq, long long *rel)
+{
+	long long a, r;
+
+	df_vmstat_refresh();
+	a = df_vmstat("nr_foll_pin_acquired");
+	r = df_vmstat("nr_foll_pin_released");
+	if (acq)
+		*acq = a;
+	if (rel)
+		*rel = r;
+	return a < 0 || r < 0 ? LLONG_MIN : a - r;
+}
+
 long long df_meminfo_kb(const char *name)
 {
 	return df_keyed_value("/proc/meminfo", name, true);
@@ -442,6 +509,33 @@ err:
 	return err;
 }
 
+int df_blkdev_fill(const char *dev, uint64_t off, size_t len,
+		   uint64_t key_sector)
+{
+	size_t chunk = 1 << 20, done;
+	unsigned char *buf;
+	int fd, ret = 0;
+
+	fd = df_blkdev_open(dev, NULL, NULL);
+	if (fd < 0)
+		return fd;
+	buf = df_map_anon(chunk, false);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (done = 0; done < len && !ret; done += chunk) {
+		size_t n = len - done < chunk ? len - done : chunk;
+
+		df_pattern_fill_sectors(buf, n, key_sector + done / 512, DF_MAGIC);
+		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
+			ret = -EIO;
+	}
+	munmap(buf, chunk);
+	close(fd);
+	return ret;
+}
+
 int df_nullb_param(const char *name, char *buf, size_t size)
 {
 	char path[256];
@@ -487,6 +581,16 @@ double df_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+uint64_t df_rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
 }
 
 unsigned long df_env_ulong(const char *name, unsigned long def)

@@ -33,6 +33,22 @@ ssize_t df_read_file(const char *path, char *buf, size_t size);
 /* open(O_WRONLY), exactly one write() at offset 0, close. 0 or -errno. */
 int df_write_once(const char *path, const void *buf, size_t len);
 
+/*
+ * A line in the kernel log (/dev/kmsg, best effort, at most 255 bytes), to
+ * line the console log up with a test.  A test's prefix goes into fmt:
+ *	#define kmsg(fmt, ...) df_kmsg("lock_wait: " fmt, ##__VA_ARGS__)
+ */
+void df_kmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* -------- memory, mounts -------- */
+
+/* mmap of len bytes, anonymous, MAP_SHARED or MAP_PRIVATE; NULL if it failed. */
+void *df_map_anon(size_t len, bool shared);
+/* Is dir a mount point (another device than its parent)? */
+bool df_is_mountpoint(const char *dir);
+/* umount dir, up to tries times 100 ms apart, while it is a mount point. */
+void df_umount_retry(const char *dir, int tries);
+
 /* -------- diofork debugfs -------- */
 
 /* Is the module's debugfs directory there (module loaded, debugfs mounted)? */
@@ -140,6 +156,12 @@ bool df_no_dstate(double timeout, char *list, size_t size);
 void df_vmstat_refresh(void);
 /* Value of a /proc/vmstat counter, -1 if missing (call refresh first). */
 long long df_vmstat(const char *name);
+/*
+ * FOLL_PIN balance, nr_foll_pin_acquired - nr_foll_pin_released, after a
+ * refresh; LLONG_MIN when a counter is missing.  acq and rel (if not NULL)
+ * get the two counters (-1 if missing).
+ */
+long long df_foll_pin_balance(long long *acq, long long *rel);
 /* Value in kB of a /proc/meminfo line ("AnonHugePages"), -1 if missing. */
 long long df_meminfo_kb(const char *name);
 /* Sum of "key:" kB over the smaps entries that overlap [addr, addr+len). */
@@ -158,6 +180,12 @@ const char *df_kernel_release(void);
 const char *df_dev_path(int idx);
 /* Open a block device O_RDWR|O_DIRECT; -ENOENT if it does not exist. */
 int df_blkdev_open(const char *path, uint64_t *size_bytes, int *lbs);
+/*
+ * Fill [off, off + len) of a block device with the per-sector pattern
+ * (DF_MAGIC), keyed by key_sector + (byte offset - off) / 512.  0 or -errno.
+ */
+int df_blkdev_fill(const char *dev, uint64_t off, size_t len,
+		   uint64_t key_sector);
 /* One null_blk module parameter ("irqmode") into buf; -ENOENT if none. */
 int df_nullb_param(const char *name, char *buf, size_t size);
 
@@ -254,9 +282,11 @@ void df_pattern_fill_sectors(void *buf, size_t len, uint64_t sector,
 ssize_t df_pattern_check_sectors(const void *buf, size_t len, uint64_t sector,
 				 uint64_t magic);
 
-/* -------- time -------- */
+/* -------- time, random numbers -------- */
 
 double df_now(void);		/* CLOCK_MONOTONIC seconds */
+/* xorshift64: the next value of the sequence in *s (not 0), stored back. */
+uint64_t df_rng_next(uint64_t *s);
 /* Unsigned integer from the environment, def if unset or malformed. */
 unsigned long df_env_ulong(const char *name, unsigned long def);
 

@@ -89,7 +89,6 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +115,9 @@
 #define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
 #define LOCK_TIMEOUT_MS	200
 
+/* A marker in the kernel log, to line the console log up with the test. */
+#define kmsg(fmt, ...)	df_kmsg("lock_wait: " fmt, ##__VA_ARGS__)
+
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
@@ -135,65 +137,6 @@ static const char *const lock_names[] = {
 	"dio_submitted_read", "dio_completed_read", "forks",
 	"forks_with_dio_inflight", NULL,
 };
-
-/* A marker in the kernel log, to line the console log up with the test. */
-static void kmsg(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int fd, n;
-
-	n = snprintf(buf, sizeof(buf), "lock_wait: ");
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-	va_end(ap);
-	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, buf, strlen(buf)) < 0)
-		n = 0;
-	close(fd);
-}
-
-static void *map_anon(size_t len, bool shared_map)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       (shared_map ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
-		       -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
-/*
- * Fill [off, off + len) of a block device with the per-sector pattern,
- * keyed by key_sector + (byte offset - off) / 512.  0 or -errno.
- */
-static int prefill(const char *dev, uint64_t off, size_t len,
-		   uint64_t key_sector)
-{
-	size_t chunk = 1 << 20, done;
-	unsigned char *buf;
-	int fd, ret = 0;
-
-	fd = df_blkdev_open(dev, NULL, NULL);
-	if (fd < 0)
-		return fd;
-	buf = map_anon(chunk, false);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (done = 0; done < len && !ret; done += chunk) {
-		size_t n = len - done < chunk ? len - done : chunk;
-
-		df_pattern_fill_sectors(buf, n, key_sector + done / 512, DF_MAGIC);
-		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
-			ret = -EIO;
-	}
-	munmap(buf, chunk);
-	close(fd);
-	return ret;
-}
 
 static bool all_bytes(const unsigned char *p, size_t len, unsigned char c)
 {
@@ -494,7 +437,7 @@ FIXTURE_SETUP(selfcow)
 	if (self->fd == -ENOENT)
 		SKIP(return, "%s: no such device", df_dev_path(0));
 	ASSERT_LE(0, self->fd) TH_LOG("%s: %s", df_dev_path(0), strerror(-self->fd));
-	ret = prefill(df_dev_path(0), SC_BASE, SC_REGION, sc_key(SC_BASE));
+	ret = df_blkdev_fill(df_dev_path(0), SC_BASE, SC_REGION, sc_key(SC_BASE));
 	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(0),
 				 strerror(-ret));
 
@@ -515,7 +458,7 @@ FIXTURE_SETUP(selfcow)
 		self->buf_len = SC_TWO_PAGES * PAGE_SZ;
 		break;
 	}
-	self->buf = map_anon(self->buf_len, false);
+	self->buf = df_map_anon(self->buf_len, false);
 	ASSERT_NE(NULL, self->buf);
 	/* no THP: COW happens per 4 KiB page, as on a fragmented heap */
 	madvise(self->buf, self->buf_len, MADV_NOHUGEPAGE);
@@ -762,8 +705,8 @@ static int wv_writer(struct wv *v, const char *dev)
 	pid_t pid;
 	char c;
 
-	page = map_anon(PAGE_SZ, false);
-	stack = map_anon(stack_len, false);
+	page = df_map_anon(PAGE_SZ, false);
+	stack = df_map_anon(stack_len, false);
 	if (!page || !stack)
 		return wv_fail(v, ENOMEM);
 	memset(page, 0x5a, PAGE_SZ);
@@ -826,7 +769,7 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 	pid_t pid;
 	char c;
 
-	page = map_anon(PAGE_SZ, false);
+	page = df_map_anon(PAGE_SZ, false);
 	if (!page)
 		return wv_fail(v, ENOMEM);
 	memset(page, 0x5a, PAGE_SZ);
@@ -903,7 +846,7 @@ FIXTURE_SETUP(waiter)
 		SKIP(return, "%s: no such device", df_dev_path(1));
 	if (df_dm_delay_usable(why, sizeof(why)))
 		SKIP(return, "%s", why);
-	self->v = map_anon(sizeof(*self->v), true);
+	self->v = df_map_anon(sizeof(*self->v), true);
 	ASSERT_NE(NULL, self->v);
 	memset((void *)self->v, 0, sizeof(*self->v));
 	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
@@ -912,8 +855,8 @@ FIXTURE_SETUP(waiter)
 	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
 	if (!stat(self->dev, &st))
 		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = prefill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
-		      DM_BASE_SECTOR);
+	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
+			     DM_BASE_SECTOR);
 	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
 				 strerror(-ret));
 	ret = df_mode_set("lock");
@@ -1273,7 +1216,7 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	/* a fresh module: nothing in flight, and it tracks a new read */
 	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
-	buf = map_anon(PAGE_SZ, false);
+	buf = df_map_anon(PAGE_SZ, false);
 	ASSERT_LE(0, fd);
 	ASSERT_NE(NULL, buf);
 	EXPECT_EQ((ssize_t)PAGE_SZ, pread(fd, buf, PAGE_SZ, SC_BASE));
