@@ -693,99 +693,20 @@ static int wv_fail(struct wv *v, int err)
 }
 
 /*
- * W: page P, a slow read into it by sibling S, a fork (P now COW-shared
- * with grandchild G, which waits for W's pipe to close), then a write to P.
+ * The rest of W once the read into P is submitted (by S or by W itself):
+ * until the module tracks it (or *done, if not NULL, says it completed),
+ * then fork G, with which P is now COW-shared (G closes fd and waits for
+ * W's pipe to close), then write *byte of P: the COW fault.  0, or 1 as
+ * wv_fail().
  */
-static int wv_writer(struct wv *v, const char *dev)
+static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
+			 volatile unsigned char *byte)
 {
-	static struct wv_read r;
-	size_t stack_len = 256 << 10;
-	unsigned char *page, *stack;
 	int p[2], ret;
 	pid_t pid;
 	char c;
 
-	page = df_map_anon(PAGE_SZ, false);
-	stack = df_map_anon(stack_len, false);
-	if (!page || !stack)
-		return wv_fail(v, ENOMEM);
-	memset(page, 0x5a, PAGE_SZ);
-	r.v = v;
-	r.page = page;
-	r.off = 0;
-	r.key = DM_BASE_SECTOR;
-	r.fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (r.fd < 0)
-		return wv_fail(v, errno);
-	pid = clone(wv_reader, stack + stack_len,
-		    CLONE_VM | CLONE_PARENT | SIGCHLD, &r);
-	if (pid < 0)
-		return wv_fail(v, errno);
-	v->s_pid = pid;
-
-	/* until the module tracks the read */
-	ret = df_wait_inflight(1, 5, &v->io_done, NULL);
-	if (ret)
-		return wv_fail(v, -ret);
-	v->t_inflight = df_now();
-
-	if (pipe2(p, O_CLOEXEC))
-		return wv_fail(v, errno);
-	pid = fork();
-	if (pid < 0)
-		return wv_fail(v, errno);
-	if (pid == 0) {
-		close(p[1]);
-		close(r.fd);
-		while (read(p[0], &c, 1) < 0 && errno == EINTR)
-			;
-		_exit(0);
-	}
-	v->g_pid = pid;
-	close(p[0]);
-	v->phase = WV_FORKED;
-
-	v->t_write0 = df_now();
-	v->phase = WV_WRITING;
-	*(volatile unsigned char *)page = 0xee;		/* the COW fault */
-	v->t_write1 = df_now();
-	v->phase = WV_WROTE;
-	return 0;
-}
-
-/*
- * W, own_aio_write: W itself submits a libaio read into P (so W is the
- * DIO's submitting task), forks G (P COW-shared), writes the last byte of
- * P, then reaps the read and checks the rest of P.
- */
-static int wv_writer_aio(struct wv *v, const char *dev, double delay)
-{
-	struct timespec ts = { .tv_sec = (time_t)delay + 10 };
-	struct iocb cb, *cbp = &cb;
-	io_context_t ctx = 0;
-	struct io_event ev;
-	unsigned char *page;
-	int fd, p[2], ret;
-	pid_t pid;
-	char c;
-
-	page = df_map_anon(PAGE_SZ, false);
-	if (!page)
-		return wv_fail(v, ENOMEM);
-	memset(page, 0x5a, PAGE_SZ);
-	fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (fd < 0)
-		return wv_fail(v, errno);
-	ret = io_setup(1, &ctx);
-	if (ret)
-		return wv_fail(v, -ret);
-	io_prep_pread(&cb, fd, page, PAGE_SZ, 0);
-	v->t_submit = df_now();
-	ret = io_submit(ctx, 1, &cbp);
-	if (ret != 1)
-		return wv_fail(v, ret < 0 ? -ret : EIO);
-	/* W reaps the read itself, later: no io_done to watch */
-	ret = df_wait_inflight(1, 5, NULL, NULL);
+	ret = df_wait_inflight(1, 5, done, NULL);
 	if (ret)
 		return wv_fail(v, -ret);
 	v->t_inflight = df_now();
@@ -808,9 +729,77 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 
 	v->t_write0 = df_now();
 	v->phase = WV_WRITING;
-	((volatile unsigned char *)page)[PAGE_SZ - 1] = 0xee;	/* the COW fault */
+	*byte = 0xee;		/* the COW fault */
 	v->t_write1 = df_now();
 	v->phase = WV_WROTE;
+	return 0;
+}
+
+/*
+ * W: page P, a slow read into it by sibling S, a fork (P now COW-shared
+ * with grandchild G, which waits for W's pipe to close), then a write to P.
+ */
+static int wv_writer(struct wv *v, const char *dev)
+{
+	static struct wv_read r;
+	size_t stack_len = 256 << 10;
+	unsigned char *page, *stack;
+	pid_t pid;
+
+	page = df_map_anon(PAGE_SZ, false);
+	stack = df_map_anon(stack_len, false);
+	if (!page || !stack)
+		return wv_fail(v, ENOMEM);
+	memset(page, 0x5a, PAGE_SZ);
+	r.v = v;
+	r.page = page;
+	r.off = 0;
+	r.key = DM_BASE_SECTOR;
+	r.fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (r.fd < 0)
+		return wv_fail(v, errno);
+	pid = clone(wv_reader, stack + stack_len,
+		    CLONE_VM | CLONE_PARENT | SIGCHLD, &r);
+	if (pid < 0)
+		return wv_fail(v, errno);
+	v->s_pid = pid;
+
+	return wv_fork_write(v, &v->io_done, r.fd, page);
+}
+
+/*
+ * W, own_aio_write: W itself submits a libaio read into P (so W is the
+ * DIO's submitting task), forks G (P COW-shared), writes the last byte of
+ * P, then reaps the read and checks the rest of P.
+ */
+static int wv_writer_aio(struct wv *v, const char *dev, double delay)
+{
+	struct timespec ts = { .tv_sec = (time_t)delay + 10 };
+	struct iocb cb, *cbp = &cb;
+	io_context_t ctx = 0;
+	struct io_event ev;
+	unsigned char *page;
+	int fd, ret;
+
+	page = df_map_anon(PAGE_SZ, false);
+	if (!page)
+		return wv_fail(v, ENOMEM);
+	memset(page, 0x5a, PAGE_SZ);
+	fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return wv_fail(v, errno);
+	ret = io_setup(1, &ctx);
+	if (ret)
+		return wv_fail(v, -ret);
+	io_prep_pread(&cb, fd, page, PAGE_SZ, 0);
+	v->t_submit = df_now();
+	ret = io_submit(ctx, 1, &cbp);
+	if (ret != 1)
+		return wv_fail(v, ret < 0 ? -ret : EIO);
+	/* W reaps the read itself, later: no io_done to watch */
+	ret = wv_fork_write(v, NULL, fd, page + PAGE_SZ - 1);
+	if (ret)
+		return ret;
 
 	ret = io_getevents(ctx, 1, 1, &ev, &ts);
 	v->t_io_done = df_now();
