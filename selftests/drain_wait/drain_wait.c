@@ -619,10 +619,35 @@ TEST_F_TIMEOUT(drain, posix_spawn_no_wait, 60)
 	nowait_test(_metadata, self, DK_SPAWN, "posix_spawn(true)");
 }
 
+/*
+ * Start C (a fork kind) and check that 300 ms later its fork still waits,
+ * with the read in flight; s0: the stats from before.
+ */
+static void dv_fork_blocked(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(drain) *self, enum dv_kind kind,
+			    const struct df_stats *s0)
+{
+	struct dv *v = self->v;
+	struct df_stats s1;
+	int ret;
+
+	ret = dv_start(self, kind, DV_FORKING);
+	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
+				 strerror(v->err));
+	usleep(300000);
+	ASSERT_EQ(0, df_stats_read(&s1));
+	print_some("300 ms into the fork", s0, &s1, drain_names);
+	ASSERT_EQ(DV_FORKING, v->phase)
+		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
+		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
+	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
+	EXPECT_LE(1, df_stats_delta(s0, &s1, "drain_forks_waited"));
+}
+
 TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 {
 	struct dv *v = self->v;
-	struct df_stats s0, s1, s2;
+	struct df_stats s0, s2;
 	double tk, reap, t_reaped, io_end;
 	bool io_done_at_reap;
 	char dlist[512];
@@ -630,17 +655,7 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("sigkill_forker: read delay %lu ms\n", self->delay_ms);
-	ret = dv_start(self, DK_FORK_SIBLING, DV_FORKING);
-	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
-				 strerror(v->err));
-	usleep(300000);
-	ASSERT_EQ(0, df_stats_read(&s1));
-	print_some("300 ms into the fork", &s0, &s1, drain_names);
-	ASSERT_EQ(DV_FORKING, v->phase)
-		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
-		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
-	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
-	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
+	dv_fork_blocked(_metadata, self, DK_FORK_SIBLING, &s0);
 
 	kill(self->c_pid, SIGKILL);
 	tk = df_now();
@@ -731,17 +746,7 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 		     df_ko_path(), strerror(errno));
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_during_wait: read delay %lu ms\n", self->delay_ms);
-	ret = dv_start(self, DK_FORK_THREAD, DV_FORKING);
-	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
-				 strerror(v->err));
-	usleep(300000);
-	ASSERT_EQ(0, df_stats_read(&s1));
-	print_some("300 ms into the fork", &s0, &s1, drain_names);
-	ASSERT_EQ(DV_FORKING, v->phase)
-		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
-		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
-	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
-	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
+	dv_fork_blocked(_metadata, self, DK_FORK_THREAD, &s0);
 
 	kmsg("rmmod_during_wait: rmmod diofork with a fork waiting\n");
 	t_rm0 = df_now();
