@@ -203,24 +203,6 @@ struct race_ctx {
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
-static void *map_shared(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
 /* pread/pwrite the whole length; 0 or -errno. */
 static int full_io(int fd, void *buf, size_t len, uint64_t off, bool wr)
 {
@@ -231,38 +213,11 @@ static int full_io(int fd, void *buf, size_t len, uint64_t off, bool wr)
 	return (size_t)ret == len ? 0 : -EIO;
 }
 
-static long long pin_balance(void)
-{
-	long long a, r;
-
-	df_vmstat_refresh();
-	a = df_vmstat("nr_foll_pin_acquired");
-	r = df_vmstat("nr_foll_pin_released");
-	return a < 0 || r < 0 ? LLONG_MIN : a - r;
-}
-
-static bool is_mountpoint(const char *dir)
-{
-	char parent[128];
-	struct stat a, b;
-
-	snprintf(parent, sizeof(parent), "%s/..", dir);
-	if (stat(dir, &a) || stat(parent, &b))
-		return false;
-	return a.st_dev != b.st_dev;
-}
-
 static void ext4_cleanup_at_exit(void)
 {
-	int i;
-
 	if (!shared || !shared->mnt[0])
 		return;
-	for (i = 0; i < 10 && is_mountpoint(shared->mnt); i++) {
-		if (!umount2(shared->mnt, 0))
-			break;
-		usleep(100000);
-	}
+	df_umount_retry(shared->mnt, 10);
 	rmdir(shared->mnt);
 }
 
@@ -523,7 +478,7 @@ static void dfr_teardown(struct race_ctx *c)
 static int prewrite_pattern(struct race_ctx *c, char *why, size_t len)
 {
 	size_t bytes = NR_SECTORS * c->io, i;
-	unsigned char *buf = map_shared(bytes);
+	unsigned char *buf = df_map_anon(bytes, true);
 	int ret = 0;
 
 	if (!buf) {
@@ -631,7 +586,7 @@ static int open_ext4(struct race_ctx *c, char *why, size_t len)
 		ksft_print_msg("mkfs.ext4 %s: %.1f s\n", c->dev, df_now() - t);
 		shared->mkfs_done = 1;
 	}
-	if (!is_mountpoint(shared->mnt)) {
+	if (!df_is_mountpoint(shared->mnt)) {
 		if (mount(c->dev, shared->mnt, "ext4", 0, NULL)) {
 			ret = errno;
 			snprintf(why, len, "mount -t ext4 %s %s: %s", c->dev,
@@ -805,7 +760,7 @@ static int dfr_setup(struct race_ctx *c, const FIXTURE_VARIANT(race) *v,
 		w->idx = i;
 		w->slot = c->page + i * c->io;
 		if (v->dir == DIR_WRITE) {
-			w->verify = map_shared(PAGE_SZ);
+			w->verify = df_map_anon(PAGE_SZ, true);
 			w->expect = malloc(c->io);
 			if (!w->verify || !w->expect) {
 				snprintf(why, len, "out of memory");
@@ -977,7 +932,7 @@ static int dfr_run(struct race_ctx *c, double seconds, bool stop_at_first,
 
 	c->max_ios = max_ios;
 	c->have_stats = c->module && !df_stats_read(&c->st0);
-	c->pinbal0 = pin_balance();
+	c->pinbal0 = df_foll_pin_balance(NULL, NULL);
 	c->t0 = df_now();
 	c->deadline = c->t0 + seconds;
 	for (i = 0; i < c->nw; i++) {
@@ -1001,7 +956,7 @@ static int dfr_run(struct race_ctx *c, double seconds, bool stop_at_first,
 		if (max_ios && __atomic_load_n(&c->total_ios, __ATOMIC_RELAXED) >= max_ios)
 			break;
 
-		unsigned int us = c->child_us ? rng_next(&rng) % (c->child_us + 1) : 0;
+		unsigned int us = c->child_us ? df_rng_next(&rng) % (c->child_us + 1) : 0;
 
 		pid = fork();
 		if (pid == 0) {
@@ -1040,7 +995,7 @@ static int dfr_run(struct race_ctx *c, double seconds, bool stop_at_first,
 		c->have_stats = false;
 	/* Completions may unpin a moment after the syscall returned. */
 	for (i = 0; i < 50; i++) {
-		c->pinbal1 = pin_balance();
+		c->pinbal1 = df_foll_pin_balance(NULL, NULL);
 		if (c->pinbal1 == c->pinbal0)
 			break;
 		usleep(100000);
@@ -1297,7 +1252,7 @@ int main(int argc, char **argv)
 	unsigned long s = df_env_ulong("DIOFORK_RACE_S", 5);
 	unsigned long mit_s = df_env_ulong("DIOFORK_RACE_MITIGATED_MAX_S", 60);
 
-	shared = map_shared(sizeof(*shared));
+	shared = df_map_anon(sizeof(*shared), true);
 	if (!shared)
 		ksft_exit_fail_msg("mmap: %s\n", strerror(errno));
 	atexit(ext4_cleanup_at_exit);

@@ -50,14 +50,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -79,7 +77,9 @@
 #define PIN_TIMEOUT_S	5.0		/* nr_foll_pin_* must balance within */
 #define MNT_DIR		"/tmp/dio_track.mnt"
 #define FILE_NAME	"track.dat"
-#define DEFAULT_KO	"/opt/diofork/diofork.ko"
+
+/* A marker in the kernel log, to line the console log up with the test. */
+#define kmsg(fmt, ...)	df_kmsg("dio_track: " fmt, ##__VA_ARGS__)
 
 /* Shared by every test process of the run (MAP_SHARED, made in main). */
 struct dt_shared {
@@ -92,20 +92,6 @@ static struct dt_shared *shared;
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static unsigned long long sval(const struct df_stats *st, const char *name)
-{
-	unsigned long long v = 0;
-
-	df_stats_get(st, name, &v);
-	return v;
-}
-
-static long long sdelta(const struct df_stats *a, const struct df_stats *b,
-			const char *name)
-{
-	return (long long)(sval(b, name) - sval(a, name));
-}
-
 /* One line with every counter that moved between a and b. */
 static void print_deltas(const char *tag, const struct df_stats *a,
 			 const struct df_stats *b)
@@ -116,7 +102,7 @@ static void print_deltas(const char *tag, const struct df_stats *a,
 
 	n += snprintf(line, sizeof(line), "%s deltas:", tag);
 	for (i = 0; i < b->nr && n < sizeof(line); i++) {
-		long long d = sdelta(a, b, b->s[i].name);
+		long long d = df_stats_delta(a, b, b->s[i].name);
 
 		if (d)
 			n += snprintf(line + n, sizeof(line) - n, " %s=%+lld",
@@ -133,34 +119,6 @@ static void print_raw_stats(void)
 		ksft_print_msg("raw stats:\n%s", buf);
 }
 
-static bool gauges_zero(const struct df_stats *st)
-{
-	return !sval(st, "dio_inflight") && !sval(st, "dio_inflight_read") &&
-	       !sval(st, "dio_inflight_write") && !sval(st, "dio_pages_inflight");
-}
-
-/*
- * Poll the stats until the in-flight gauges are 0 (a completion may release
- * its pages a moment after the syscall returned), at most timeout s.
- * 0, -ETIMEDOUT (st holds the last reading) or -errno from the read.
- */
-static int wait_idle(struct df_stats *st, double timeout)
-{
-	double end = df_now() + timeout;
-	int ret;
-
-	for (;;) {
-		ret = df_stats_read(st);
-		if (ret)
-			return ret;
-		if (gauges_zero(st))
-			return 0;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
-}
-
 /*
  * FOLL_PIN balance (nr_foll_pin_acquired - nr_foll_pin_released) before a
  * test, and the check after it.  Compared as a delta: on 6.12 the balance
@@ -170,19 +128,11 @@ static int wait_idle(struct df_stats *st, double timeout)
  */
 static long long pin_base = LLONG_MIN;
 
-static long long pin_balance(long long *acq, long long *rel)
-{
-	df_vmstat_refresh();
-	*acq = df_vmstat("nr_foll_pin_acquired");
-	*rel = df_vmstat("nr_foll_pin_released");
-	return (*acq < 0 || *rel < 0) ? LLONG_MIN : *acq - *rel;
-}
-
 static void pins_baseline(void)
 {
 	long long acq, rel;
 
-	pin_base = pin_balance(&acq, &rel);
+	pin_base = df_foll_pin_balance(&acq, &rel);
 	if (pin_base != LLONG_MIN && pin_base)
 		ksft_print_msg("FOLL_PIN balance before the test: %lld (acquired %lld, released %lld)\n",
 			       pin_base, acq, rel);
@@ -199,7 +149,7 @@ static bool pins_balanced(long long *acq, long long *rel, double timeout)
 	long long bal;
 
 	for (;;) {
-		bal = pin_balance(acq, rel);
+		bal = df_foll_pin_balance(acq, rel);
 		if (bal == LLONG_MIN || pin_base == LLONG_MIN || bal == pin_base)
 			return true;
 		if (df_now() > end) {
@@ -211,93 +161,29 @@ static bool pins_balanced(long long *acq, long long *rel, double timeout)
 	}
 }
 
-static bool is_mountpoint(const char *dir)
+/* df_map_anon() with every page present and writable. */
+static void *map_prefaulted(size_t len, bool shared_map)
 {
-	char parent[128];
-	struct stat a, b;
+	void *p = df_map_anon(len, shared_map);
 
-	snprintf(parent, sizeof(parent), "%s/..", dir);
-	if (stat(dir, &a) || stat(parent, &b))
-		return false;
-	return a.st_dev != b.st_dev;
-}
-
-static void umount_retry(const char *dir)
-{
-	int i;
-
-	for (i = 0; i < 50 && is_mountpoint(dir); i++) {
-		if (!umount2(dir, 0))
-			break;
-		usleep(100000);
-	}
-}
-
-static void *map_anon(size_t len, bool shared_map)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       (shared_map ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
-		       -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	memset(p, 0, len);	/* every page present and writable */
+	if (p)
+		memset(p, 0, len);
 	return p;
 }
 
 /*
- * Run fn(arg) in a child process, wait at most timeout s.  Returns the
- * child's exit status (fn's return value), or -ETIMEDOUT leaving the child
- * behind (hung in the kernel: nothing more can be done), or -errno.
+ * Bounded waits as dio_track has always done them: its children are plain
+ * fork()s (no __WALL), polled every 2 ms, and every 5 ms in run_bounded().
  */
+static int wait_bounded(pid_t pid, int *status, double timeout)
+{
+	return df_wait_poll(pid, status, 0, timeout, 2000);
+}
+
 static int run_bounded(int (*fn)(void *), void *arg, double timeout,
 		       double *secs)
 {
-	double t0 = df_now();
-	int status;
-	pid_t pid, r;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		_exit(fn(arg));
-	for (;;) {
-		r = waitpid(pid, &status, WNOHANG);
-		if (r == pid)
-			break;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() - t0 > timeout) {
-			*secs = df_now() - t0;
-			return -ETIMEDOUT;
-		}
-		usleep(5000);
-	}
-	*secs = df_now() - t0;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-/* waitpid with a bound: 0 and *status, or -ETIMEDOUT (child left running). */
-static int wait_bounded(pid_t pid, int *status, double timeout)
-{
-	double end = df_now() + timeout;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(2000);
-	}
+	return df_run_poll(fn, arg, 0, timeout, 5000, secs);
 }
 
 /* Switch mode: 0, -EOPNOTSUPP (mode not available) or -errno. */
@@ -310,32 +196,6 @@ static void mode_off_quiet(void)
 {
 	if (df_module_present())
 		df_mode_set("off");
-}
-
-static const char *ko_path(void)
-{
-	const char *p = getenv("DIOFORK_KO");
-
-	return p && *p ? p : DEFAULT_KO;
-}
-
-/* A marker in the kernel log, to line the console log up with the test. */
-static void kmsg(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int fd, n;
-
-	n = snprintf(buf, sizeof(buf), "dio_track: ");
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-	va_end(ap);
-	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, buf, strlen(buf)) < 0)
-		n = 0;
-	close(fd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -628,13 +488,13 @@ static int fs_prepare(enum dt_target t, char *why, size_t len)
 		return KSFT_SKIP;
 	}
 	mkdir(MNT_DIR, 0755);
-	if (shared->fs == (int)t && is_mountpoint(MNT_DIR))
+	if (shared->fs == (int)t && df_is_mountpoint(MNT_DIR))
 		return 0;
 	t0 = df_now();
-	umount_retry(MNT_DIR);
+	df_umount_retry(MNT_DIR, 50);
 	if (shared->fs)
 		kmsg("track: umount %s: %.1f s\n", target_names[shared->fs], df_now() - t0);
-	if (is_mountpoint(MNT_DIR)) {
+	if (df_is_mountpoint(MNT_DIR)) {
 		snprintf(why, len, "cannot unmount %s: %s", MNT_DIR, strerror(errno));
 		return KSFT_FAIL;
 	}
@@ -751,7 +611,7 @@ static int dt_track_setup(FIXTURE_DATA(track) *self, const FIXTURE_VARIANT(track
 	if (ret)
 		return ret;
 	self->bufs_len = QD * 4 * PAGE_SZ;
-	self->bufs = map_anon(self->bufs_len, false);
+	self->bufs = map_prefaulted(self->bufs_len, false);
 	if (!self->bufs) {
 		snprintf(why, len, "mmap: %s", strerror(errno));
 		return KSFT_FAIL;
@@ -839,22 +699,22 @@ static void check_phase(struct __test_metadata *_metadata,
 	unsigned int i;
 
 	snprintf(name, sizeof(name), "dio_submitted_%s", dir);
-	sub = sdelta(a, b, name);
+	sub = df_stats_delta(a, b, name);
 	snprintf(name, sizeof(name), "dio_completed_%s", dir);
-	comp = sdelta(a, b, name);
+	comp = df_stats_delta(a, b, name);
 	snprintf(name, sizeof(name), "dio_submitted_%s", other);
-	sub_o = sdelta(a, b, name);
+	sub_o = df_stats_delta(a, b, name);
 	snprintf(name, sizeof(name), "dio_completed_%s", other);
-	comp_o = sdelta(a, b, name);
-	pages = sdelta(a, b, "dio_pages_submitted");
-	skipped = sdelta(a, b, "dio_skipped_bvec");
+	comp_o = df_stats_delta(a, b, name);
+	pages = df_stats_delta(a, b, "dio_pages_submitted");
+	skipped = df_stats_delta(a, b, "dio_skipped_bvec");
 
 	ksft_print_msg("%s %s via %s: %lu I/Os of %zu B in %.2f s: submitted_%s %+lld completed_%s %+lld (expect %lld) pages_submitted %+lld (expect %lld) skipped_bvec %+lld (expect %lld) kernel_pinned %+lld; gauges inflight=%llu pages_inflight=%llu\n",
 		       target_names[v->target], dir, engine_names[v->engine],
 		       ph->ios, io_len(v), ph->secs, dir, sub, dir, comp, rec,
 		       pages, rec * v->pages_per_io, skipped, n * v->bvec_per_io,
-		       sdelta(a, b, "dio_kernel_pinned"),
-		       sval(b, "dio_inflight"), sval(b, "dio_pages_inflight"));
+		       df_stats_delta(a, b, "dio_kernel_pinned"),
+		       df_stats_val(b, "dio_inflight"), df_stats_val(b, "dio_pages_inflight"));
 	print_deltas(dir, a, b);
 
 	EXPECT_EQ(0, ph->err) TH_LOG("%s I/O error on %s: %s", dir, self->file,
@@ -862,8 +722,8 @@ static void check_phase(struct __test_metadata *_metadata,
 	EXPECT_EQ((long long)self->n, n);
 	EXPECT_EQ(0, ph->bad) TH_LOG("%lu reads returned the wrong data", ph->bad);
 	EXPECT_EQ(0, idle) TH_LOG("gauges not back to 0 within %.0f s: dio_inflight=%llu dio_pages_inflight=%llu (%s)",
-				  IDLE_TIMEOUT_S, sval(b, "dio_inflight"),
-				  sval(b, "dio_pages_inflight"), strerror(-idle));
+				  IDLE_TIMEOUT_S, df_stats_val(b, "dio_inflight"),
+				  df_stats_val(b, "dio_pages_inflight"), strerror(-idle));
 	EXPECT_EQ(rec, sub) TH_LOG("dio_submitted_%s: %s", dir, v->why);
 	EXPECT_EQ(rec, comp) TH_LOG("dio_completed_%s: %s", dir, v->why);
 	EXPECT_EQ(sub, comp) TH_LOG("submitted and completed %s differ", dir);
@@ -871,13 +731,13 @@ static void check_phase(struct __test_metadata *_metadata,
 	EXPECT_EQ(0, comp_o) TH_LOG("dio_completed_%s moved during %s I/O", other, dir);
 	EXPECT_EQ(rec * v->pages_per_io, pages) TH_LOG("dio_pages_submitted");
 	EXPECT_EQ(n * v->bvec_per_io, skipped) TH_LOG("dio_skipped_bvec: %s", v->why);
-	EXPECT_EQ(0, sval(b, "dio_inflight"));
-	EXPECT_EQ(0, sval(b, "dio_inflight_read"));
-	EXPECT_EQ(0, sval(b, "dio_inflight_write"));
-	EXPECT_EQ(0, sval(b, "dio_pages_inflight"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_inflight"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_inflight_read"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_inflight_write"));
+	EXPECT_EQ(0, df_stats_val(b, "dio_pages_inflight"));
 	for (i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
-		EXPECT_EQ(0, sdelta(a, b, zero[i])) TH_LOG("%s moved: %+lld", zero[i],
-							    sdelta(a, b, zero[i]));
+		EXPECT_EQ(0, df_stats_delta(a, b, zero[i])) TH_LOG("%s moved: %+lld", zero[i],
+								    df_stats_delta(a, b, zero[i]));
 }
 
 #define TRACK(vname, tgt, eng, rec, pages, bvec, text)		\
@@ -937,18 +797,18 @@ TEST_F_TIMEOUT(track, balance, 120)
 	ksft_print_msg("%s: %s via %s, %u I/Os per direction, mode observe\n",
 		       df_kernel_release(), self->file, engine_names[variant->engine],
 		       self->n);
-	idle0 = wait_idle(&s0, IDLE_TIMEOUT_S);
+	idle0 = df_wait_idle(&s0, IDLE_TIMEOUT_S);
 	ASSERT_EQ(0, idle0) TH_LOG("not idle before the test: %s", strerror(-idle0));
 
 	run_phase(self, variant, true, magic, &wr);
-	idle1 = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle1 = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	if (idle1 == -EBADMSG)
 		print_raw_stats();
 	ASSERT_NE(-EBADMSG, idle1);
 	check_phase(_metadata, self, variant, true, &wr, idle1, &s0, &s1);
 
 	run_phase(self, variant, false, magic, &rd);
-	idle2 = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle2 = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	if (idle2 == -EBADMSG)
 		print_raw_stats();
 	ASSERT_NE(-EBADMSG, idle2);
@@ -987,7 +847,7 @@ static int loader_main(struct loader *ld, uint64_t base, double seconds)
 		ld->err = -fd;
 		return 1;
 	}
-	buf = map_anon(LOAD_QD * PAGE_SZ, false);
+	buf = map_prefaulted(LOAD_QD * PAGE_SZ, false);
 	ret = buf ? io_setup(LOAD_QD, &ctx) : -ENOMEM;
 	if (ret) {
 		ld->err = -ret;
@@ -1233,7 +1093,7 @@ FIXTURE_SETUP(modeswitch)
 		SKIP(return, "%s: no such device", df_dev_path(0));
 	ASSERT_LE(0, self->c.fd) TH_LOG("%s: %s", df_dev_path(0),
 					strerror(-self->c.fd));
-	self->bufs = map_anon(MS_WORKERS * MS_AIO_QD * PAGE_SZ, false);
+	self->bufs = map_prefaulted(MS_WORKERS * MS_AIO_QD * PAGE_SZ, false);
 	ASSERT_NE(NULL, self->bufs);
 	pins_baseline();
 }
@@ -1287,7 +1147,7 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 	bool pin_ok = false;
 	int i, ret, idle, stuck = 0, werr;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	t0 = df_now();
 	/* observe cycles get up to 45 s, pin cycles up to 30 s more */
 	budget_end = t0 + 45;
@@ -1364,7 +1224,7 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 		}
 	}
 	mode_set("off");
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	for (i = 0; i < MS_WORKERS; i++) {
 		total_ios += c->w[i].ios;
 		ksft_print_msg("worker %d %s %s: %lu I/Os, err %d\n", i,
@@ -1398,25 +1258,25 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 	EXPECT_LT(0, c->forks);
 	EXPECT_LT(0, total_ios);
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0 within %.0f s: dio_inflight=%llu dio_pages_inflight=%llu",
-				  IDLE_TIMEOUT_S, sval(&s1, "dio_inflight"),
-				  sval(&s1, "dio_pages_inflight"));
+				  IDLE_TIMEOUT_S, df_stats_val(&s1, "dio_inflight"),
+				  df_stats_val(&s1, "dio_pages_inflight"));
 	/*
 	 * Every DIO path here is hooked and each I/O takes well under a
 	 * second: a record found still attached when its bio is reused
 	 * (track_stale) or still there 5 s after its hooks went
 	 * (track_forced_release) is a page release the module missed.
 	 */
-	EXPECT_EQ(0, sdelta(&s0, &s1, "track_stale"))
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "track_stale"))
 		TH_LOG("track_stale %+lld: __bio_release_pages() of tracked bios missed",
-		       sdelta(&s0, &s1, "track_stale"));
-	EXPECT_EQ(0, sdelta(&s0, &s1, "track_forced_release"))
+		       df_stats_delta(&s0, &s1, "track_stale"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "track_forced_release"))
 		TH_LOG("track_forced_release %+lld: records outlived the 5 s drain of a mode switch",
-		       sdelta(&s0, &s1, "track_forced_release"));
-	EXPECT_EQ(sdelta(&s0, &s1, "pin_pages_pinned"),
-		  sdelta(&s0, &s1, "pin_pages_unpinned"))
+		       df_stats_delta(&s0, &s1, "track_forced_release"));
+	EXPECT_EQ(df_stats_delta(&s0, &s1, "pin_pages_pinned"),
+		  df_stats_delta(&s0, &s1, "pin_pages_unpinned"))
 		TH_LOG("pin_pages_pinned %+lld != pin_pages_unpinned %+lld",
-		       sdelta(&s0, &s1, "pin_pages_pinned"),
-		       sdelta(&s0, &s1, "pin_pages_unpinned"));
+		       df_stats_delta(&s0, &s1, "pin_pages_pinned"),
+		       df_stats_delta(&s0, &s1, "pin_pages_unpinned"));
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld",
 		       acq, rel);
@@ -1448,7 +1308,7 @@ FIXTURE_SETUP(kill)
 		SKIP(return, "diofork module not loaded");
 	if (stat(df_dev_path(0), &st))
 		SKIP(return, "%s: no such device", df_dev_path(0));
-	self->ld = map_anon(sizeof(*self->ld), true);
+	self->ld = map_prefaulted(sizeof(*self->ld), true);
 	ASSERT_NE(NULL, self->ld);
 	pins_baseline();
 	ret = mode_set(variant->mode);
@@ -1475,7 +1335,7 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 	int idle, status, ret;
 	char kmode[DF_MODE_NAME_MAX] = "?";
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	df_mode_get(kmode, sizeof(kmode));
 	kmsg("kill: mode %s, up to %lu SIGKILLs\n", kmode, max_iter);
 	for (it = 0; it < max_iter && df_now() - t0 < 60; it++) {
@@ -1485,10 +1345,7 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 		ASSERT_LT(0, pid) TH_LOG("fork: %s", strerror(errno));
 		if (!loader_wait_started(self->ld, pid, 5))
 			not_started++;
-		rng ^= rng << 13;
-		rng ^= rng >> 7;
-		rng ^= rng << 17;
-		usleep(rng % 3000);
+		usleep(df_rng_next(&rng) % 3000);
 		kill(pid, SIGKILL);
 		tk = df_now();
 		ret = wait_bounded(pid, &status, 20);
@@ -1504,16 +1361,16 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 		}
 		ios += self->ld->ios;
 	}
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
-	pinned = sdelta(&s0, &s1, "pin_pages_pinned");
-	unpinned = sdelta(&s0, &s1, "pin_pages_unpinned");
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
+	pinned = df_stats_delta(&s0, &s1, "pin_pages_pinned");
+	unpinned = df_stats_delta(&s0, &s1, "pin_pages_unpinned");
 	ksft_print_msg("mode %s: %lu SIGKILLs in %.1f s (%lu I/Os reaped before the kill, slowest reap %.3f s); submitted r/w %+lld/%+lld completed r/w %+lld/%+lld; pin_pages pinned %+lld unpinned %+lld; gauges inflight=%llu pages=%llu\n",
 		       kmode, it, df_now() - t0, ios, peak_wait,
-		       sdelta(&s0, &s1, "dio_submitted_read"),
-		       sdelta(&s0, &s1, "dio_submitted_write"),
-		       sdelta(&s0, &s1, "dio_completed_read"),
-		       sdelta(&s0, &s1, "dio_completed_write"), pinned, unpinned,
-		       sval(&s1, "dio_inflight"), sval(&s1, "dio_pages_inflight"));
+		       df_stats_delta(&s0, &s1, "dio_submitted_read"),
+		       df_stats_delta(&s0, &s1, "dio_submitted_write"),
+		       df_stats_delta(&s0, &s1, "dio_completed_read"),
+		       df_stats_delta(&s0, &s1, "dio_completed_write"), pinned, unpinned,
+		       df_stats_val(&s1, "dio_inflight"), df_stats_val(&s1, "dio_pages_inflight"));
 	if (idle != -EBADMSG)
 		print_deltas("kill", &s0, &s1);
 	else
@@ -1524,15 +1381,15 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 	EXPECT_EQ(0, early_exit);
 	EXPECT_LE(10, it);
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0 within %.0f s after the kills: dio_inflight=%llu dio_pages_inflight=%llu",
-				  IDLE_TIMEOUT_S, sval(&s1, "dio_inflight"),
-				  sval(&s1, "dio_pages_inflight"));
-	EXPECT_EQ(sdelta(&s0, &s1, "dio_submitted_read"),
-		  sdelta(&s0, &s1, "dio_completed_read") +
-		  sdelta(&s0, &s1, "track_forced_release"))
+				  IDLE_TIMEOUT_S, df_stats_val(&s1, "dio_inflight"),
+				  df_stats_val(&s1, "dio_pages_inflight"));
+	EXPECT_EQ(df_stats_delta(&s0, &s1, "dio_submitted_read"),
+		  df_stats_delta(&s0, &s1, "dio_completed_read") +
+		  df_stats_delta(&s0, &s1, "track_forced_release"))
 		TH_LOG("records made != records retired");
-	EXPECT_EQ(0, sdelta(&s0, &s1, "track_stale"))
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "track_stale"))
 		TH_LOG("track_stale %+lld: __bio_release_pages() of tracked bios missed",
-		       sdelta(&s0, &s1, "track_stale"));
+		       df_stats_delta(&s0, &s1, "track_stale"));
 	EXPECT_EQ(pinned, unpinned) TH_LOG("pin_pages_pinned != pin_pages_unpinned");
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld",
@@ -1544,25 +1401,6 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 /* ------------------------------------------------------------------ */
 /* 3. rmmod with I/O in flight (last: it reloads the module)           */
 /* ------------------------------------------------------------------ */
-
-static int do_rmmod(void *arg)
-{
-	(void)arg;
-	if (syscall(SYS_delete_module, "diofork", O_NONBLOCK))
-		return errno;
-	return 0;
-}
-
-static int do_insmod(void *arg)
-{
-	int fd = open((const char *)arg, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno;
-	if (syscall(SYS_finit_module, fd, "", 0))
-		return errno;
-	return 0;
-}
 
 FIXTURE_VARIANT(rmmod) {
 	const char *mode;
@@ -1587,9 +1425,9 @@ FIXTURE_SETUP(rmmod)
 	if (stat(df_dev_path(0), &st))
 		SKIP(return, "%s: no such device", df_dev_path(0));
 	/* Never unload what cannot be loaded back. */
-	if (stat(ko_path(), &st))
-		SKIP(return, "%s: %s (set DIOFORK_KO)", ko_path(), strerror(errno));
-	self->ld = map_anon(sizeof(*self->ld), true);
+	if (stat(df_ko_path(), &st))
+		SKIP(return, "%s: %s (set DIOFORK_KO)", df_ko_path(), strerror(errno));
+	self->ld = map_prefaulted(sizeof(*self->ld), true);
 	ASSERT_NE(NULL, self->ld);
 	pins_baseline();
 	ret = mode_set(variant->mode);
@@ -1631,18 +1469,18 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 	/* until the module has records in flight (bounded) */
 	for (i = 0; i < 200; i++) {
 		ASSERT_EQ(0, df_stats_read(&s1));
-		if (sval(&s1, "dio_inflight") && self->ld->ios >= LOAD_QD)
+		if (df_stats_val(&s1, "dio_inflight") && self->ld->ios >= LOAD_QD)
 			break;
 		usleep(10000);
 	}
 	ksft_print_msg("mode %s, %u reads in flight (dio_inflight=%llu), %lu done: rmmod diofork\n",
-		       variant->mode, LOAD_QD, sval(&s1, "dio_inflight"),
+		       variant->mode, LOAD_QD, df_stats_val(&s1, "dio_inflight"),
 		       self->ld->ios);
 	print_deltas("before rmmod", &s0, &s1);
 
 	ios_at_rmmod = self->ld->ios;
 	kmsg("rmmod: mode %s, rmmod diofork with reads in flight\n", variant->mode);
-	rm = run_bounded(do_rmmod, NULL, 60, &t_rm);
+	rm = run_bounded(df_do_rmmod, NULL, 60, &t_rm);
 	ASSERT_NE(-ETIMEDOUT, rm) TH_LOG("rmmod diofork hung for %.0f s with I/O in flight",
 					 t_rm);
 	unloaded = rm == 0;
@@ -1650,8 +1488,8 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 		       rm == 0 ? "unloaded" : strerror(rm), t_rm);
 	if (unloaded) {
 		ios_at_insmod = self->ld->ios;
-		ins = run_bounded(do_insmod, (void *)ko_path(), 60, &t_ins);
-		ksft_print_msg("insmod %s: %s after %.3f s\n", ko_path(),
+		ins = run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t_ins);
+		ksft_print_msg("insmod %s: %s after %.3f s\n", df_ko_path(),
 			       ins == 0 ? "ok" : ins == -ETIMEDOUT ? "hung" : strerror(ins),
 			       t_ins);
 	}
@@ -1670,7 +1508,7 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 		       strerror(self->ld->err));
 	EXPECT_LT(ios_at_rmmod, self->ld->ios) TH_LOG("no I/O after the rmmod");
 	if (unloaded) {
-		ASSERT_EQ(0, ins) TH_LOG("insmod %s failed: %s", ko_path(),
+		ASSERT_EQ(0, ins) TH_LOG("insmod %s failed: %s", df_ko_path(),
 					 ins > 0 ? strerror(ins) : "hung");
 		for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 			struct stat st;
@@ -1688,8 +1526,9 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 			       strerror(rm));
 		EXPECT_EQ(0, mode_set("off"));
 	}
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
-	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu", sval(&s1, "dio_inflight"));
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
+	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu",
+				  df_stats_val(&s1, "dio_inflight"));
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld: leaked pin",
 		       acq, rel);
@@ -1702,7 +1541,7 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 static void cleanup_at_exit(void)
 {
 	if (shared && shared->fs)
-		umount_retry(MNT_DIR);
+		df_umount_retry(MNT_DIR, 50);
 	rmdir(MNT_DIR);
 	mode_off_quiet();
 }
@@ -1713,7 +1552,7 @@ int main(int argc, char **argv)
 
 	if (!df_module_present())
 		ksft_exit_skip("diofork module not loaded (no %s)\n", DF_DEBUGFS_DIR);
-	shared = map_anon(sizeof(*shared), true);
+	shared = map_prefaulted(sizeof(*shared), true);
 	if (!shared)
 		ksft_exit_fail_msg("mmap: %s\n", strerror(errno));
 	atexit(cleanup_at_exit);

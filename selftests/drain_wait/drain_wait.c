@@ -56,7 +56,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +76,11 @@
 #define DM_NAME		"diofork_drain_delay"
 #define DM_BASE_SECTOR	((1ULL << 21) + (64ULL << 11))	/* 1 GiB + 64 MiB into DEV1 */
 #define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
-#define DEFAULT_KO	"/opt/diofork/diofork.ko"
 #define DRAIN_TIMEOUT_MS 200
 #define CHECK_LEN	3584		/* the read's bytes C's own write leaves alone */
+
+/* A marker in the kernel log, to line the console log up with the test. */
+#define kmsg(fmt, ...)	df_kmsg("drain_wait: " fmt, ##__VA_ARGS__)
 
 extern char **environ;
 
@@ -87,32 +88,13 @@ extern char **environ;
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static unsigned long long sval(const struct df_stats *st, const char *name)
-{
-	unsigned long long v = 0;
-
-	df_stats_get(st, name, &v);
-	return v;
-}
-
-static long long sdelta(const struct df_stats *a, const struct df_stats *b,
-			const char *name)
-{
-	return (long long)(sval(b, name) - sval(a, name));
-}
-
 /* One line with the deltas of the named counters (NULL-terminated list). */
 static void print_some(const char *tag, const struct df_stats *a,
 		       const struct df_stats *b, const char *const *names)
 {
 	char line[1024];
-	size_t n;
 
-	n = snprintf(line, sizeof(line), "%s:", tag);
-	for (; *names && n < sizeof(line); names++)
-		n += snprintf(line + n, sizeof(line) - n, " %s=%+lld", *names,
-			      sdelta(a, b, *names));
-	ksft_print_msg("%s\n", line);
+	ksft_print_msg("%s\n", df_stats_deltas(line, sizeof(line), tag, a, b, names));
 }
 
 static const char *const drain_names[] = {
@@ -121,176 +103,6 @@ static const char *const drain_names[] = {
 	"forks_with_dio_inflight", "dio_submitted_read", "dio_completed_read",
 	NULL,
 };
-
-static bool gauges_zero(const struct df_stats *st)
-{
-	return !sval(st, "dio_inflight") && !sval(st, "dio_inflight_read") &&
-	       !sval(st, "dio_inflight_write") && !sval(st, "dio_pages_inflight");
-}
-
-/* Poll until the in-flight gauges are 0: 0, -ETIMEDOUT or -errno. */
-static int wait_idle(struct df_stats *st, double timeout)
-{
-	double end = df_now() + timeout;
-	int ret;
-
-	for (;;) {
-		ret = df_stats_read(st);
-		if (ret)
-			return ret;
-		if (gauges_zero(st))
-			return 0;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
-}
-
-/* No user task in D state, polled for at most timeout s. */
-static bool no_dstate(double timeout, char *list, size_t size)
-{
-	double end = df_now() + timeout;
-	int n;
-
-	for (;;) {
-		n = df_dstate_tasks(list, size);
-		if (n <= 0)
-			return n == 0;
-		if (df_now() > end)
-			return false;
-		usleep(20000);
-	}
-}
-
-/* waitpid with a bound: 0 and *status, -ETIMEDOUT (left running) or -errno. */
-static int wait_bounded(pid_t pid, int *status, double timeout)
-{
-	double end = df_now() + timeout;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG | __WALL);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-}
-
-/*
- * Run fn(arg) in a child process, wait at most timeout s.  The child's exit
- * status, -ETIMEDOUT (child left behind) or -errno.
- */
-static int run_bounded(int (*fn)(void *), void *arg, double timeout,
-		       double *secs)
-{
-	double t0 = df_now();
-	int status, ret;
-	pid_t pid;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		_exit(fn(arg));
-	ret = wait_bounded(pid, &status, timeout);
-	*secs = df_now() - t0;
-	if (ret)
-		return ret;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-static const char *ko_path(void)
-{
-	const char *p = getenv("DIOFORK_KO");
-
-	return p && *p ? p : DEFAULT_KO;
-}
-
-static int do_rmmod(void *arg)
-{
-	(void)arg;
-	if (syscall(SYS_delete_module, "diofork", O_NONBLOCK))
-		return errno;
-	return 0;
-}
-
-static int do_insmod(void *arg)
-{
-	int fd = open((const char *)arg, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno;
-	if (syscall(SYS_finit_module, fd, "", 0))
-		return errno;
-	return 0;
-}
-
-/* A marker in the kernel log, to line the console log up with the test. */
-static void kmsg(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int fd, n;
-
-	n = snprintf(buf, sizeof(buf), "drain_wait: ");
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-	va_end(ap);
-	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, buf, strlen(buf)) < 0)
-		n = 0;
-	close(fd);
-}
-
-static void *map_anon(size_t len, bool shared_map)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       (shared_map ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
-		       -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
-/*
- * Fill [off, off + len) of a block device with the per-sector pattern,
- * keyed by key_sector + (byte offset - off) / 512.  0 or -errno.
- */
-static int prefill(const char *dev, uint64_t off, size_t len,
-		   uint64_t key_sector)
-{
-	size_t chunk = 1 << 20, done;
-	unsigned char *buf;
-	int fd, ret = 0;
-
-	fd = df_blkdev_open(dev, NULL, NULL);
-	if (fd < 0)
-		return fd;
-	buf = map_anon(chunk, false);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (done = 0; done < len && !ret; done += chunk) {
-		size_t n = len - done < chunk ? len - done : chunk;
-
-		df_pattern_fill_sectors(buf, n, key_sector + done / 512, DF_MAGIC);
-		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
-			ret = -EIO;
-	}
-	munmap(buf, chunk);
-	close(fd);
-	return ret;
-}
 
 static const char *true_path(void)
 {
@@ -377,21 +189,13 @@ static int dv_fail(struct dv *v, int err)
 /* Until the module tracks at least n reads in flight. 0 or errno. */
 static int dv_wait_tracked(struct dv *v, unsigned long long n)
 {
-	struct df_stats st;
-	double end = df_now() + 5;
+	unsigned long long seen;
+	int ret;
 
-	for (;; usleep(2000)) {
-		if (df_stats_read(&st))
-			return EIO;
-		if (sval(&st, "dio_inflight") >= n) {
-			v->inflight0 = sval(&st, "dio_inflight");
-			return 0;
-		}
-		if (v->io_done)
-			return EALREADY;
-		if (df_now() > end)
-			return ETIMEDOUT;
-	}
+	ret = df_wait_inflight(n, 5, &v->io_done, &seen);
+	if (!ret)
+		v->inflight0 = seen;
+	return -ret;
 }
 
 static unsigned long long dv_stat(const char *name)
@@ -400,7 +204,7 @@ static unsigned long long dv_stat(const char *name)
 
 	if (df_stats_read(&st))
 		return ~0ULL;
-	return sval(&st, name);
+	return df_stats_val(&st, name);
 }
 
 /* C, fork kinds: a slow read in flight, then fork(). */
@@ -415,7 +219,7 @@ static int dv_forker(struct dv *v, const char *dev, bool sibling)
 
 	r.v = v;
 	r.key = DM_BASE_SECTOR;
-	r.page = map_anon(PAGE_SZ, false);
+	r.page = df_map_anon(PAGE_SZ, false);
 	if (!r.page)
 		return dv_fail(v, ENOMEM);
 	memset(r.page, 0x5a, PAGE_SZ);
@@ -423,7 +227,7 @@ static int dv_forker(struct dv *v, const char *dev, bool sibling)
 	if (r.fd < 0)
 		return dv_fail(v, errno);
 	if (sibling) {
-		stack = map_anon(stack_len, false);
+		stack = df_map_anon(stack_len, false);
 		if (!stack)
 			return dv_fail(v, ENOMEM);
 		pid = clone(dv_reader, stack + stack_len,
@@ -487,7 +291,7 @@ static int dv_nowait(struct dv *v, const char *dev, bool spawn)
 	int fd, ret, i, done = 0, status;
 	pid_t pid;
 
-	buf = map_anon(NR_AIO * PAGE_SZ, false);
+	buf = df_map_anon(NR_AIO * PAGE_SZ, false);
 	if (!buf)
 		return dv_fail(v, ENOMEM);
 	memset(buf, 0x5a, NR_AIO * PAGE_SZ);
@@ -593,7 +397,7 @@ FIXTURE_SETUP(drain)
 		SKIP(return, "%s: no such device", df_dev_path(1));
 	if (df_dm_delay_usable(why, sizeof(why)))
 		SKIP(return, "%s", why);
-	self->v = map_anon(sizeof(*self->v), true);
+	self->v = df_map_anon(sizeof(*self->v), true);
 	ASSERT_NE(NULL, self->v);
 	memset((void *)self->v, 0, sizeof(*self->v));
 	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
@@ -601,8 +405,8 @@ FIXTURE_SETUP(drain)
 	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
 	if (!stat(self->dev, &st))	/* a leftover from an earlier run */
 		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = prefill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
-		      DM_BASE_SECTOR);
+	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
+			     DM_BASE_SECTOR);
 	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
 				 strerror(-ret));
 	ret = df_mode_set("drain");
@@ -618,16 +422,6 @@ FIXTURE_SETUP(drain)
 	self->dm_made = true;
 }
 
-static void reap_quiet(pid_t pid, double timeout)
-{
-	int status;
-
-	if (pid <= 0)
-		return;
-	kill(pid, SIGKILL);
-	wait_bounded(pid, &status, timeout);
-}
-
 FIXTURE_TEARDOWN(drain)
 {
 	char msg[512];
@@ -636,15 +430,15 @@ FIXTURE_TEARDOWN(drain)
 
 	if (self->v) {
 		/* a reader in its uninterruptible read: let it finish */
-		reap_quiet(self->c_pid, self->delay + 10);
-		reap_quiet(self->v->s_pid, self->delay + 10);
+		df_kill_reap(self->c_pid, self->delay + 10);
+		df_kill_reap(self->v->s_pid, self->delay + 10);
 		while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
 			;
 	}
 	if (self->unloaded && !df_module_present()) {
-		ret = run_bounded(do_insmod, (void *)ko_path(), 60, &t);
+		ret = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t);
 		if (ret)
-			ksft_print_msg("teardown: insmod %s: %d\n", ko_path(), ret);
+			ksft_print_msg("teardown: insmod %s: %d\n", df_ko_path(), ret);
 	}
 	if (df_module_present()) {
 		df_knob_set("drain_timeout_ms", 0);
@@ -697,14 +491,14 @@ static int dv_start(FIXTURE_DATA(drain) *self, enum dv_kind kind, int until)
 	return v->phase == DV_FAILED ? -1 : 0;
 }
 
-/* Wait for C to exit: 0 with *status, or as wait_bounded. */
+/* Wait for C to exit: 0 with *status, or as df_wait_bounded. */
 static int dv_reap(FIXTURE_DATA(drain) *self, int *status, double timeout)
 {
 	int ret;
 
 	if (self->c_pid <= 0)
 		return -ECHILD;
-	ret = wait_bounded(self->c_pid, status, timeout);
+	ret = df_wait_bounded(self->c_pid, status, timeout);
 	if (!ret)
 		self->c_pid = -1;
 	return ret;
@@ -723,7 +517,7 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 	char dlist[512];
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	h0 = df_hist_count("drain_wait_hist");
 	kmsg("fork_waits: read delay %lu ms\n", self->delay_ms);
 	ret = dv_start(self, DK_FORK_THREAD, DV_FORKING);
@@ -732,7 +526,7 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 	ret = dv_reap(self, &status, self->delay + 15);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 15 s (phase %s)",
 				 dv_phases[v->phase]);
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	h1 = df_hist_count("drain_wait_hist");
 	ASSERT_EQ(DV_DONE, v->phase) TH_LOG("C failed in phase %s: %s",
 					    dv_phases[v->err_at], strerror(v->err));
@@ -743,24 +537,24 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 		       v->io_bad < 0 ? "ok" : "wrong");
 	print_some("counters", &s0, &s1, drain_names);
 	ksft_print_msg("drain_wait_hist count %+lld, drain_wait_ns_max %llu\n",
-		       h1 - h0, sval(&s1, "drain_wait_ns_max"));
+		       h1 - h0, df_stats_val(&s1, "drain_wait_ns_max"));
 
 	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay)
 		TH_LOG("fork returned %.3f s after the read began, before it could complete (delay %.1f s)",
 		       since_submit, self->delay);
 	EXPECT_EQ(0, v->inflight_at_return) TH_LOG("fork returned with tracked DIO in flight");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_forks_waited"));
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_waits"));
-	EXPECT_EQ(sdelta(&s0, &s1, "drain_waits"), h1 - h0)
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_waits"));
+	EXPECT_EQ(df_stats_delta(&s0, &s1, "drain_waits"), h1 - h0)
 		TH_LOG("drain_wait_hist does not agree with drain_waits");
-	EXPECT_EQ(0, sdelta(&s0, &s1, "drain_timeouts"));
-	EXPECT_EQ(0, sdelta(&s0, &s1, "drain_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "drain_timeouts"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "drain_aborted"));
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("read data lost at offset %ld after the fork",
 					v->io_bad);
 	EXPECT_EQ(0, idle);
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 static void nowait_test(struct __test_metadata *_metadata,
@@ -772,7 +566,7 @@ static void nowait_test(struct __test_metadata *_metadata,
 	double op, opw;
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("%s with %d slow reads in flight\n", what, NR_AIO);
 	ret = dv_start(self, kind, DV_FORKED);
 	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
@@ -787,7 +581,7 @@ static void nowait_test(struct __test_metadata *_metadata,
 	ret = dv_reap(self, &status, self->delay + 35);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 35 s (phase %s)",
 				 dv_phases[v->phase]);
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	print_some("counters", &s0, &s1, drain_names);
 	ASSERT_EQ(DV_DONE, v->phase) TH_LOG("C failed in phase %s: %s",
 					    dv_phases[v->err_at], strerror(v->err));
@@ -825,28 +619,43 @@ TEST_F_TIMEOUT(drain, posix_spawn_no_wait, 60)
 	nowait_test(_metadata, self, DK_SPAWN, "posix_spawn(true)");
 }
 
+/*
+ * Start C (a fork kind) and check that 300 ms later its fork still waits,
+ * with the read in flight; s0: the stats from before.
+ */
+static void dv_fork_blocked(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(drain) *self, enum dv_kind kind,
+			    const struct df_stats *s0)
+{
+	struct dv *v = self->v;
+	struct df_stats s1;
+	int ret;
+
+	ret = dv_start(self, kind, DV_FORKING);
+	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
+				 strerror(v->err));
+	usleep(300000);
+	ASSERT_EQ(0, df_stats_read(&s1));
+	print_some("300 ms into the fork", s0, &s1, drain_names);
+	ASSERT_EQ(DV_FORKING, v->phase)
+		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
+		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
+	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
+	EXPECT_LE(1, df_stats_delta(s0, &s1, "drain_forks_waited"));
+}
+
 TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 {
 	struct dv *v = self->v;
-	struct df_stats s0, s1, s2;
+	struct df_stats s0, s2;
 	double tk, reap, t_reaped, io_end;
 	bool io_done_at_reap;
 	char dlist[512];
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("sigkill_forker: read delay %lu ms\n", self->delay_ms);
-	ret = dv_start(self, DK_FORK_SIBLING, DV_FORKING);
-	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
-				 strerror(v->err));
-	usleep(300000);
-	ASSERT_EQ(0, df_stats_read(&s1));
-	print_some("300 ms into the fork", &s0, &s1, drain_names);
-	ASSERT_EQ(DV_FORKING, v->phase)
-		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
-		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
-	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_forks_waited"));
+	dv_fork_blocked(_metadata, self, DK_FORK_SIBLING, &s0);
 
 	kill(self->c_pid, SIGKILL);
 	tk = df_now();
@@ -863,7 +672,7 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	EXPECT_TRUE(reap < 1.0) TH_LOG("SIGKILL took %.3f s to end the fork's wait", reap);
 	EXPECT_FALSE(io_done_at_reap) TH_LOG("the kill ended only when the read completed");
 
-	ret = wait_bounded(v->s_pid, &status, self->delay + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
 	ksft_print_msg("read done %.3f s after submission: %ld bytes, data %s\n",
@@ -872,14 +681,14 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("wrong data in the read page at offset %ld",
 					v->io_bad);
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	print_some("after the read", &s0, &s2, drain_names);
-	EXPECT_LE(1, sdelta(&s0, &s2, "drain_aborted"));
-	EXPECT_EQ(0, sdelta(&s0, &s2, "drain_timeouts"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s2, "drain_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s2, "drain_timeouts"));
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu dio_pages_inflight=%llu",
-				  sval(&s2, "dio_inflight"),
-				  sval(&s2, "dio_pages_inflight"));
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+				  df_stats_val(&s2, "dio_inflight"),
+				  df_stats_val(&s2, "dio_pages_inflight"));
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 TEST_F_TIMEOUT(drain, drain_timeout, 60)
@@ -893,7 +702,7 @@ TEST_F_TIMEOUT(drain, drain_timeout, 60)
 	ASSERT_EQ(0, df_knob_set("drain_timeout_ms", DRAIN_TIMEOUT_MS));
 	ASSERT_EQ(0, df_knob_get("drain_timeout_ms", &knob));
 	ASSERT_EQ(DRAIN_TIMEOUT_MS, knob);
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("drain_timeout: %d ms, read delay %lu ms\n", DRAIN_TIMEOUT_MS,
 	     self->delay_ms);
 	ret = dv_start(self, DK_FORK_THREAD, DV_FORKED);
@@ -907,10 +716,10 @@ TEST_F_TIMEOUT(drain, drain_timeout, 60)
 	print_some("counters", &s0, &s1, drain_names);
 	EXPECT_TRUE(took >= DRAIN_TIMEOUT_MS * 0.75 / 1000 && took < 1.0)
 		TH_LOG("fork waited %.3f s, not about %d ms (%lld timed-out waits)",
-		       took, DRAIN_TIMEOUT_MS, sdelta(&s0, &s1, "drain_timeouts"));
+		       took, DRAIN_TIMEOUT_MS, df_stats_delta(&s0, &s1, "drain_timeouts"));
 	EXPECT_LE(1, v->inflight_at_return)
 		TH_LOG("fork returned only once the read was done");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_timeouts"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_timeouts"));
 
 	ret = dv_reap(self, &status, self->delay + 10);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 10 s: stuck IO");
@@ -932,26 +741,16 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	int rm, ins, ret, status, fd, idle;
 	struct stat st;
 
-	if (stat(ko_path(), &st))
+	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",
-		     ko_path(), strerror(errno));
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+		     df_ko_path(), strerror(errno));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_during_wait: read delay %lu ms\n", self->delay_ms);
-	ret = dv_start(self, DK_FORK_THREAD, DV_FORKING);
-	ASSERT_EQ(0, ret) TH_LOG("C failed in phase %s: %s", dv_phases[v->err_at],
-				 strerror(v->err));
-	usleep(300000);
-	ASSERT_EQ(0, df_stats_read(&s1));
-	print_some("300 ms into the fork", &s0, &s1, drain_names);
-	ASSERT_EQ(DV_FORKING, v->phase)
-		TH_LOG("fork returned after %.3f s with DIO in flight (phase %s)",
-		       v->t_fork1 - v->t_fork0, dv_phases[v->phase]);
-	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
-	EXPECT_LE(1, sdelta(&s0, &s1, "drain_forks_waited"));
+	dv_fork_blocked(_metadata, self, DK_FORK_THREAD, &s0);
 
 	kmsg("rmmod_during_wait: rmmod diofork with a fork waiting\n");
 	t_rm0 = df_now();
-	rm = run_bounded(do_rmmod, NULL, 30, &t_rm);
+	rm = df_run_bounded(df_do_rmmod, NULL, 30, &t_rm);
 	ASSERT_NE(-ETIMEDOUT, rm) TH_LOG("rmmod diofork hung for %.0f s with a fork waiting",
 					 t_rm);
 	self->unloaded = rm == 0;
@@ -976,11 +775,11 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 
 	if (!self->unloaded)
 		return;
-	ins = run_bounded(do_insmod, (void *)ko_path(), 60, &t_ins);
-	ksft_print_msg("insmod %s: %s after %.3f s\n", ko_path(),
+	ins = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t_ins);
+	ksft_print_msg("insmod %s: %s after %.3f s\n", df_ko_path(),
 		       ins == 0 ? "ok" : ins == -ETIMEDOUT ? "hung" : strerror(ins),
 		       t_ins);
-	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", ko_path());
+	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", df_ko_path());
 	self->unloaded = false;
 	ASSERT_TRUE(df_module_present());
 	EXPECT_EQ(0, df_mode_get(mode, sizeof(mode)));
@@ -988,20 +787,20 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	ASSERT_EQ(0, df_mode_set("drain"));
 
 	/* a fresh module: nothing in flight, and it tracks a new read */
-	ASSERT_EQ(0, wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
-	buf = map_anon(PAGE_SZ, false);
+	buf = df_map_anon(PAGE_SZ, false);
 	ASSERT_LE(0, fd);
 	ASSERT_NE(NULL, buf);
 	EXPECT_EQ((ssize_t)PAGE_SZ, pread(fd, buf, PAGE_SZ, 0));
 	close(fd);
 	munmap(buf, PAGE_SZ);
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	print_some("reloaded module, one read", &s1, &s2, drain_names);
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_submitted_read"));
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_completed_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_submitted_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_completed_read"));
 	EXPECT_EQ(0, idle);
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 int main(int argc, char **argv)

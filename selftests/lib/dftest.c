@@ -7,21 +7,21 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
-#include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dftest.h"
-
-extern char **environ;
 
 ssize_t df_read_file(const char *path, char *buf, size_t size)
 {
@@ -67,6 +67,55 @@ int df_write_once(const char *path, const void *buf, size_t len)
 		err = -EIO;	/* short write: the module took part of it */
 	close(fd);
 	return err;
+}
+
+void df_kmsg(const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	ssize_t ret;
+	int fd;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ret = write(fd, buf, strlen(buf));	/* best effort */
+	(void)ret;
+	close(fd);
+}
+
+void *df_map_anon(size_t len, bool shared)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
+		       -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+bool df_is_mountpoint(const char *dir)
+{
+	char parent[128];
+	struct stat a, b;
+
+	snprintf(parent, sizeof(parent), "%s/..", dir);
+	if (stat(dir, &a) || stat(parent, &b))
+		return false;
+	return a.st_dev != b.st_dev;
+}
+
+void df_umount_retry(const char *dir, int tries)
+{
+	int i;
+
+	for (i = 0; i < tries && df_is_mountpoint(dir); i++) {
+		if (!umount2(dir, 0))
+			break;
+		usleep(100000);
+	}
 }
 
 bool df_module_present(void)
@@ -223,6 +272,79 @@ int df_stats_reset(void)
 	return df_write_once(DF_RESET_FILE, "reset", 5);
 }
 
+unsigned long long df_stats_val(const struct df_stats *st, const char *name)
+{
+	unsigned long long v = 0;
+
+	df_stats_get(st, name, &v);
+	return v;
+}
+
+long long df_stats_delta(const struct df_stats *a, const struct df_stats *b,
+			 const char *name)
+{
+	return (long long)(df_stats_val(b, name) - df_stats_val(a, name));
+}
+
+char *df_stats_deltas(char *buf, size_t size, const char *tag,
+		      const struct df_stats *a, const struct df_stats *b,
+		      const char *const *names)
+{
+	size_t n;
+
+	n = snprintf(buf, size, "%s:", tag);
+	for (; *names && n < size; names++)
+		n += snprintf(buf + n, size - n, " %s=%+lld", *names,
+			      df_stats_delta(a, b, *names));
+	return buf;
+}
+
+static bool df_gauges_zero(const struct df_stats *st)
+{
+	return !df_stats_val(st, "dio_inflight") &&
+	       !df_stats_val(st, "dio_inflight_read") &&
+	       !df_stats_val(st, "dio_inflight_write") &&
+	       !df_stats_val(st, "dio_pages_inflight");
+}
+
+int df_wait_idle(struct df_stats *st, double timeout)
+{
+	double end = df_now() + timeout;
+	int ret;
+
+	for (;;) {
+		ret = df_stats_read(st);
+		if (ret)
+			return ret;
+		if (df_gauges_zero(st))
+			return 0;
+		if (df_now() > end)
+			return -ETIMEDOUT;
+		usleep(10000);
+	}
+}
+
+int df_wait_inflight(unsigned long long n, double timeout,
+		     const volatile int *done, unsigned long long *seen)
+{
+	double end = df_now() + timeout;
+	struct df_stats st;
+
+	for (;; usleep(2000)) {
+		if (df_stats_read(&st))
+			return -EIO;
+		if (df_stats_val(&st, "dio_inflight") >= n) {
+			if (seen)
+				*seen = df_stats_val(&st, "dio_inflight");
+			return 0;
+		}
+		if (done && *done)
+			return -EALREADY;
+		if (df_now() > end)
+			return -ETIMEDOUT;
+	}
+}
+
 int df_kernel_get(const char *key, char *val, size_t size)
 {
 	char buf[4096], *line, *save = NULL;
@@ -277,6 +399,20 @@ void df_vmstat_refresh(void)
 long long df_vmstat(const char *name)
 {
 	return df_keyed_value("/proc/vmstat", name, false);
+}
+
+long long df_foll_pin_balance(long long *acq, long long *rel)
+{
+	long long a, r;
+
+	df_vmstat_refresh();
+	a = df_vmstat("nr_foll_pin_acquired");
+	r = df_vmstat("nr_foll_pin_released");
+	if (acq)
+		*acq = a;
+	if (rel)
+		*rel = r;
+	return a < 0 || r < 0 ? LLONG_MIN : a - r;
 }
 
 long long df_meminfo_kb(const char *name)
@@ -373,6 +509,33 @@ err:
 	return err;
 }
 
+int df_blkdev_fill(const char *dev, uint64_t off, size_t len,
+		   uint64_t key_sector)
+{
+	size_t chunk = 1 << 20, done;
+	unsigned char *buf;
+	int fd, ret = 0;
+
+	fd = df_blkdev_open(dev, NULL, NULL);
+	if (fd < 0)
+		return fd;
+	buf = df_map_anon(chunk, false);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (done = 0; done < len && !ret; done += chunk) {
+		size_t n = len - done < chunk ? len - done : chunk;
+
+		df_pattern_fill_sectors(buf, n, key_sector + done / 512, DF_MAGIC);
+		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
+			ret = -EIO;
+	}
+	munmap(buf, chunk);
+	close(fd);
+	return ret;
+}
+
 int df_nullb_param(const char *name, char *buf, size_t size)
 {
 	char path[256];
@@ -384,27 +547,6 @@ int df_nullb_param(const char *name, char *buf, size_t size)
 		return ret;
 	buf[strcspn(buf, "\n")] = '\0';
 	return 0;
-}
-
-int df_run(char *const argv[])
-{
-	posix_spawn_file_actions_t fa;
-	int ret, status;
-	pid_t pid;
-
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	ret = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (ret)
-		return -ret;
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
 }
 
 static inline uint64_t df_pattern_word(uint64_t sector, uint64_t magic, size_t i)
@@ -441,6 +583,16 @@ double df_now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+uint64_t df_rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
 unsigned long df_env_ulong(const char *name, unsigned long def)
 {
 	const char *s = getenv(name);
@@ -457,79 +609,6 @@ unsigned long df_env_ulong(const char *name, unsigned long def)
 }
 
 /* ---- helpers added for lock_wait and drain_wait ---- */
-
-int df_run_capture(char *const argv[], char *out, size_t size)
-{
-	posix_spawn_file_actions_t fa;
-	size_t len = 0;
-	int ret, status, p[2];
-	pid_t pid;
-
-	if (!size)
-		return -EINVAL;
-	out[0] = '\0';
-	if (pipe2(p, O_CLOEXEC))
-		return -errno;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
-	ret = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	if (ret) {
-		close(p[0]);
-		return -ret;
-	}
-	for (;;) {
-		char tmp[512];
-		ssize_t n = read(p[0], tmp, sizeof(tmp));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		if (len < size - 1) {
-			size_t c = (size_t)n < size - 1 - len ? (size_t)n : size - 1 - len;
-
-			memcpy(out + len, tmp, c);
-			len += c;
-		}
-	}
-	close(p[0]);
-	while (len && out[len - 1] == '\n')
-		len--;
-	out[len] = '\0';
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-bool df_have_prog(const char *name)
-{
-	char path[512];
-	const char *p, *end;
-
-	if (strchr(name, '/'))
-		return !access(name, X_OK);
-	p = getenv("PATH");
-	if (!p || !*p)
-		p = "/bin:/usr/bin:/sbin:/usr/sbin";
-	for (; *p; p = *end ? end + 1 : end) {
-		size_t n;
-
-		end = strchrnul(p, ':');
-		n = end - p;
-		if (!n || n >= sizeof(path) - strlen(name) - 2)
-			continue;
-		snprintf(path, sizeof(path), "%.*s/%s", (int)n, p, name);
-		if (!access(path, X_OK))
-			return true;
-	}
-	return false;
-}
 
 void df_dm_path(const char *name, char *buf, size_t size)
 {
@@ -727,4 +806,19 @@ int df_dstate_tasks(char *buf, size_t size)
 	}
 	closedir(pd);
 	return count;
+}
+
+bool df_no_dstate(double timeout, char *list, size_t size)
+{
+	double end = df_now() + timeout;
+	int n;
+
+	for (;;) {
+		n = df_dstate_tasks(list, size);
+		if (n <= 0)
+			return n == 0;
+		if (df_now() > end)
+			return false;
+		usleep(20000);
+	}
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * dftest.h - helpers shared by the diofork selftests.
+ * dftest.h - helpers shared by the diofork selftests (dftest.c, and
+ * dfproc.c for child processes).
  *
  * Everything here is plain libc: no kselftest macros, so the helpers can be
  * used from fixtures, from main() and from the --demo path alike.  Functions
@@ -12,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define DF_DEBUGFS_DIR	"/sys/kernel/debug/diofork"
 #define DF_MODE_FILE	DF_DEBUGFS_DIR "/mode"
@@ -30,6 +32,22 @@
 ssize_t df_read_file(const char *path, char *buf, size_t size);
 /* open(O_WRONLY), exactly one write() at offset 0, close. 0 or -errno. */
 int df_write_once(const char *path, const void *buf, size_t len);
+
+/*
+ * A line in the kernel log (/dev/kmsg, best effort, at most 255 bytes), to
+ * line the console log up with a test.  A test's prefix goes into fmt:
+ *	#define kmsg(fmt, ...) df_kmsg("lock_wait: " fmt, ##__VA_ARGS__)
+ */
+void df_kmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* -------- memory, mounts -------- */
+
+/* mmap of len bytes, anonymous, MAP_SHARED or MAP_PRIVATE; NULL if it failed. */
+void *df_map_anon(size_t len, bool shared);
+/* Is dir a mount point (another device than its parent)? */
+bool df_is_mountpoint(const char *dir);
+/* umount dir, up to tries times 100 ms apart, while it is a mount point. */
+void df_umount_retry(const char *dir, int tries);
 
 /* -------- diofork debugfs -------- */
 
@@ -73,6 +91,33 @@ int df_stats_read(struct df_stats *st);
 bool df_stats_get(const struct df_stats *st, const char *name,
 		  unsigned long long *val);
 int df_stats_reset(void);
+/* Value of a counter, 0 if absent. */
+unsigned long long df_stats_val(const struct df_stats *st, const char *name);
+/* b - a of a counter (absent: 0). */
+long long df_stats_delta(const struct df_stats *a, const struct df_stats *b,
+			 const char *name);
+/*
+ * "tag: name=+delta ..." into buf for the counters in names (a NULL
+ * terminated list), truncated to fit; returns buf.
+ */
+char *df_stats_deltas(char *buf, size_t size, const char *tag,
+		      const struct df_stats *a, const struct df_stats *b,
+		      const char *const *names);
+/*
+ * Poll the stats (every 10 ms) until the in-flight gauges (dio_inflight,
+ * dio_inflight_read, dio_inflight_write, dio_pages_inflight) are 0: a
+ * completion may release its pages a moment after the syscall returned.
+ * 0, -ETIMEDOUT after timeout s (st holds the last reading) or -errno from
+ * the read.
+ */
+int df_wait_idle(struct df_stats *st, double timeout);
+/*
+ * Poll the stats (every 2 ms) until dio_inflight is at least n: 0 (and
+ * *seen, if not NULL, that reading), -EALREADY once *done (if not NULL) is
+ * set, -ETIMEDOUT after timeout s, or -EIO if the stats cannot be read.
+ */
+int df_wait_inflight(unsigned long long n, double timeout,
+		     const volatile int *done, unsigned long long *seen);
 
 /*
  * A numeric debugfs file of the module (lock_timeout_ms, drain_timeout_ms):
@@ -97,6 +142,11 @@ int df_kernel_get(const char *key, char *val, size_t size);
  * count, or -errno; buf lists them as "pid/tid(comm)" (truncated).
  */
 int df_dstate_tasks(char *buf, size_t size);
+/*
+ * No user task in D state, polled every 20 ms for at most timeout s: true,
+ * or false with the tasks left in list (or /proc unreadable).
+ */
+bool df_no_dstate(double timeout, char *list, size_t size);
 
 /*
  * Fold per-cpu vmstat deltas into the global counters (root only): small
@@ -106,6 +156,12 @@ int df_dstate_tasks(char *buf, size_t size);
 void df_vmstat_refresh(void);
 /* Value of a /proc/vmstat counter, -1 if missing (call refresh first). */
 long long df_vmstat(const char *name);
+/*
+ * FOLL_PIN balance, nr_foll_pin_acquired - nr_foll_pin_released, after a
+ * refresh; LLONG_MIN when a counter is missing.  acq and rel (if not NULL)
+ * get the two counters (-1 if missing).
+ */
+long long df_foll_pin_balance(long long *acq, long long *rel);
 /* Value in kB of a /proc/meminfo line ("AnonHugePages"), -1 if missing. */
 long long df_meminfo_kb(const char *name);
 /* Sum of "key:" kB over the smaps entries that overlap [addr, addr+len). */
@@ -124,10 +180,23 @@ const char *df_kernel_release(void);
 const char *df_dev_path(int idx);
 /* Open a block device O_RDWR|O_DIRECT; -ENOENT if it does not exist. */
 int df_blkdev_open(const char *path, uint64_t *size_bytes, int *lbs);
+/*
+ * Fill [off, off + len) of a block device with the per-sector pattern
+ * (DF_MAGIC), keyed by key_sector + (byte offset - off) / 512.  0 or -errno.
+ */
+int df_blkdev_fill(const char *dev, uint64_t off, size_t len,
+		   uint64_t key_sector);
 /* One null_blk module parameter ("irqmode") into buf; -ENOENT if none. */
 int df_nullb_param(const char *name, char *buf, size_t size);
 
-/* Run argv (PATH search) with stdout/stderr to /dev/null. Exit status, or -errno. */
+/* -------- processes (dfproc.c) -------- */
+
+/*
+ * Exit codes below are the child's exit status, or 128 + the signal that
+ * killed it.
+ */
+
+/* Run argv (PATH search) with stdout/stderr to /dev/null. Exit code, or -errno. */
 int df_run(char *const argv[]);
 /*
  * Like df_run, with stdout and stderr captured into out (NUL terminated,
@@ -136,6 +205,41 @@ int df_run(char *const argv[]);
 int df_run_capture(char *const argv[], char *out, size_t size);
 /* Is name an executable file: a path with a '/', else searched in $PATH? */
 bool df_have_prog(const char *name);
+
+/*
+ * waitpid(pid, WNOHANG | flags) every poll_us microseconds, for at most
+ * timeout s: 0 and *status, -ETIMEDOUT (child left running) or -errno.
+ */
+int df_wait_poll(pid_t pid, int *status, int flags, double timeout,
+		 unsigned int poll_us);
+/* df_wait_poll of any kind of child (__WALL), every 1 ms. */
+int df_wait_bounded(pid_t pid, int *status, double timeout);
+/* SIGKILL pid (if > 0) and reap it, waiting at most timeout s. */
+void df_kill_reap(pid_t pid, double timeout);
+/*
+ * Run fn(arg) in a fork()ed child, waited for as df_wait_poll(flags,
+ * poll_us) for at most timeout s.  The child's exit code (fn's return
+ * value), -ETIMEDOUT (the child left behind: hung in the kernel, nothing
+ * more can be done) or -errno.  *secs: the time the child took, or was
+ * given.
+ */
+int df_run_poll(int (*fn)(void *), void *arg, int flags, double timeout,
+		unsigned int poll_us, double *secs);
+/* df_run_poll as df_wait_bounded waits: any child, every 1 ms. */
+int df_run_bounded(int (*fn)(void *), void *arg, double timeout, double *secs);
+
+/* -------- loading the module (dfproc.c) -------- */
+
+#define DF_DEFAULT_KO	"/opt/diofork/diofork.ko"
+
+/* The module's .ko: $DIOFORK_KO, else DF_DEFAULT_KO. */
+const char *df_ko_path(void);
+/*
+ * Child bodies for df_run_bounded: rmmod diofork (O_NONBLOCK; unused is
+ * ignored), insmod of the .ko at path ko.  0 or a positive errno.
+ */
+int df_do_rmmod(void *unused);
+int df_do_insmod(void *ko);
 
 /* -------- device mapper (dmsetup) -------- */
 
@@ -178,9 +282,11 @@ void df_pattern_fill_sectors(void *buf, size_t len, uint64_t sector,
 ssize_t df_pattern_check_sectors(const void *buf, size_t len, uint64_t sector,
 				 uint64_t magic);
 
-/* -------- time -------- */
+/* -------- time, random numbers -------- */
 
 double df_now(void);		/* CLOCK_MONOTONIC seconds */
+/* xorshift64: the next value of the sequence in *s (not 0), stored back. */
+uint64_t df_rng_next(uint64_t *s);
 /* Unsigned integer from the environment, def if unset or malformed. */
 unsigned long df_env_ulong(const char *name, unsigned long def);
 

@@ -89,7 +89,6 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,39 +113,22 @@
 #define DM_NAME		"diofork_lock_delay"
 #define DM_BASE_SECTOR	(1ULL << 21)	/* 1 GiB into DEV1 */
 #define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
-#define DEFAULT_KO	"/opt/diofork/diofork.ko"
 #define LOCK_TIMEOUT_MS	200
+
+/* A marker in the kernel log, to line the console log up with the test. */
+#define kmsg(fmt, ...)	df_kmsg("lock_wait: " fmt, ##__VA_ARGS__)
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
-
-static unsigned long long sval(const struct df_stats *st, const char *name)
-{
-	unsigned long long v = 0;
-
-	df_stats_get(st, name, &v);
-	return v;
-}
-
-static long long sdelta(const struct df_stats *a, const struct df_stats *b,
-			const char *name)
-{
-	return (long long)(sval(b, name) - sval(a, name));
-}
 
 /* One line with the deltas of the named counters (NULL-terminated list). */
 static void print_some(const char *tag, const struct df_stats *a,
 		       const struct df_stats *b, const char *const *names)
 {
 	char line[1024];
-	size_t n;
 
-	n = snprintf(line, sizeof(line), "%s:", tag);
-	for (; *names && n < sizeof(line); names++)
-		n += snprintf(line + n, sizeof(line) - n, " %s=%+lld", *names,
-			      sdelta(a, b, *names));
-	ksft_print_msg("%s\n", line);
+	ksft_print_msg("%s\n", df_stats_deltas(line, sizeof(line), tag, a, b, names));
 }
 
 static const char *const lock_names[] = {
@@ -155,176 +137,6 @@ static const char *const lock_names[] = {
 	"dio_submitted_read", "dio_completed_read", "forks",
 	"forks_with_dio_inflight", NULL,
 };
-
-static bool gauges_zero(const struct df_stats *st)
-{
-	return !sval(st, "dio_inflight") && !sval(st, "dio_inflight_read") &&
-	       !sval(st, "dio_inflight_write") && !sval(st, "dio_pages_inflight");
-}
-
-/* Poll until the in-flight gauges are 0: 0, -ETIMEDOUT or -errno. */
-static int wait_idle(struct df_stats *st, double timeout)
-{
-	double end = df_now() + timeout;
-	int ret;
-
-	for (;;) {
-		ret = df_stats_read(st);
-		if (ret)
-			return ret;
-		if (gauges_zero(st))
-			return 0;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
-}
-
-/* No user task in D state, polled for at most timeout s. */
-static bool no_dstate(double timeout, char *list, size_t size)
-{
-	double end = df_now() + timeout;
-	int n;
-
-	for (;;) {
-		n = df_dstate_tasks(list, size);
-		if (n <= 0)
-			return n == 0;
-		if (df_now() > end)
-			return false;
-		usleep(20000);
-	}
-}
-
-/* waitpid with a bound: 0 and *status, -ETIMEDOUT (left running) or -errno. */
-static int wait_bounded(pid_t pid, int *status, double timeout)
-{
-	double end = df_now() + timeout;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG | __WALL);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (df_now() > end)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-}
-
-/*
- * Run fn(arg) in a child process, wait at most timeout s.  The child's exit
- * status, -ETIMEDOUT (child left behind) or -errno.
- */
-static int run_bounded(int (*fn)(void *), void *arg, double timeout,
-		       double *secs)
-{
-	double t0 = df_now();
-	int status, ret;
-	pid_t pid;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		_exit(fn(arg));
-	ret = wait_bounded(pid, &status, timeout);
-	*secs = df_now() - t0;
-	if (ret)
-		return ret;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	return 128 + WTERMSIG(status);
-}
-
-static const char *ko_path(void)
-{
-	const char *p = getenv("DIOFORK_KO");
-
-	return p && *p ? p : DEFAULT_KO;
-}
-
-static int do_rmmod(void *arg)
-{
-	(void)arg;
-	if (syscall(SYS_delete_module, "diofork", O_NONBLOCK))
-		return errno;
-	return 0;
-}
-
-static int do_insmod(void *arg)
-{
-	int fd = open((const char *)arg, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno;
-	if (syscall(SYS_finit_module, fd, "", 0))
-		return errno;
-	return 0;
-}
-
-/* A marker in the kernel log, to line the console log up with the test. */
-static void kmsg(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int fd, n;
-
-	n = snprintf(buf, sizeof(buf), "lock_wait: ");
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-	va_end(ap);
-	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, buf, strlen(buf)) < 0)
-		n = 0;
-	close(fd);
-}
-
-static void *map_anon(size_t len, bool shared_map)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       (shared_map ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
-		       -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
-/*
- * Fill [off, off + len) of a block device with the per-sector pattern,
- * keyed by key_sector + (byte offset - off) / 512.  0 or -errno.
- */
-static int prefill(const char *dev, uint64_t off, size_t len,
-		   uint64_t key_sector)
-{
-	size_t chunk = 1 << 20, done;
-	unsigned char *buf;
-	int fd, ret = 0;
-
-	fd = df_blkdev_open(dev, NULL, NULL);
-	if (fd < 0)
-		return fd;
-	buf = map_anon(chunk, false);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (done = 0; done < len && !ret; done += chunk) {
-		size_t n = len - done < chunk ? len - done : chunk;
-
-		df_pattern_fill_sectors(buf, n, key_sector + done / 512, DF_MAGIC);
-		if (pwrite(fd, buf, n, off + done) != (ssize_t)n)
-			ret = -EIO;
-	}
-	munmap(buf, chunk);
-	close(fd);
-	return ret;
-}
 
 static bool all_bytes(const unsigned char *p, size_t len, unsigned char c)
 {
@@ -625,7 +437,7 @@ FIXTURE_SETUP(selfcow)
 	if (self->fd == -ENOENT)
 		SKIP(return, "%s: no such device", df_dev_path(0));
 	ASSERT_LE(0, self->fd) TH_LOG("%s: %s", df_dev_path(0), strerror(-self->fd));
-	ret = prefill(df_dev_path(0), SC_BASE, SC_REGION, sc_key(SC_BASE));
+	ret = df_blkdev_fill(df_dev_path(0), SC_BASE, SC_REGION, sc_key(SC_BASE));
 	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(0),
 				 strerror(-ret));
 
@@ -646,7 +458,7 @@ FIXTURE_SETUP(selfcow)
 		self->buf_len = SC_TWO_PAGES * PAGE_SZ;
 		break;
 	}
-	self->buf = map_anon(self->buf_len, false);
+	self->buf = df_map_anon(self->buf_len, false);
 	ASSERT_NE(NULL, self->buf);
 	/* no THP: COW happens per 4 KiB page, as on a fragmented heap */
 	madvise(self->buf, self->buf_len, MADV_NOHUGEPAGE);
@@ -698,12 +510,9 @@ FIXTURE_SETUP(selfcow)
 
 FIXTURE_TEARDOWN(selfcow)
 {
-	int i, status;
+	int i;
 
-	if (self->child > 0) {
-		kill(self->child, SIGKILL);
-		wait_bounded(self->child, &status, 5);
-	}
+	df_kill_reap(self->child, 5);
 	self->forking = 0;
 	for (i = 0; i < 2; i++)
 		sc_stop(&self->w[i]);
@@ -729,7 +538,7 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 	char dlist[512];
 	int i, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	ksft_print_msg("%s, %lu iterations (at most %.0f s), kernel %s\n",
 		       variant->what, iters, budget, df_kernel_release());
 	kmsg("self_cow_at_start: %s\n", variant->what);
@@ -792,7 +601,7 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 				       it, off);
 		}
 		close(p[1]);
-		ret = wait_bounded(self->child, &status, 5);
+		ret = df_wait_bounded(self->child, &status, 5);
 		ASSERT_EQ(0, ret) TH_LOG("child not gone within 5 s of its pipe closing");
 		self->child = -1;
 		if (!WIFEXITED(status) || WEXITSTATUS(status))
@@ -800,12 +609,12 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 		if (df_now() - ti > slowest)
 			slowest = df_now() - ti;
 	}
-	idle = wait_idle(&s1, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	ksft_print_msg("%lu iterations in %.1f s (slowest %.3f s)%s; %lu short/failed reads (first %ld, expected %ld), %lu with wrong data, %lu children whose copy changed; tracked bios per read %.2f\n",
 		       it, df_now() - t0, slowest,
 		       it < iters ? ", time budget reached" : "", short_io,
 		       first_res, expected, bad, child_bad,
-		       it ? (double)sdelta(&s0, &s1, "dio_submitted_read") /
+		       it ? (double)df_stats_delta(&s0, &s1, "dio_submitted_read") /
 			    (it * variant->threads) : 0.0);
 	if (variant->fork_during)
 		ksft_print_msg("%lu forks during the reads\n", forks);
@@ -819,14 +628,14 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 				 bad, it, first_bad);
 	EXPECT_EQ(0, child_bad) TH_LOG("the child's copy of the buffer changed: the read landed in it");
 	EXPECT_LE((long long)(it * variant->threads * variant->min_bios),
-		  sdelta(&s0, &s1, "dio_submitted_read"))
+		  df_stats_delta(&s0, &s1, "dio_submitted_read"))
 		TH_LOG("fewer tracked bios than %u per read: tracking off, or not multi-bio",
 		       variant->min_bios);
-	EXPECT_EQ(0, sdelta(&s0, &s1, "lock_aborted"));
-	EXPECT_EQ(0, sdelta(&s0, &s1, "lock_timeouts"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_timeouts"));
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu",
-				  sval(&s1, "dio_inflight"));
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+				  df_stats_val(&s1, "dio_inflight"));
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 /* ------------------------------------------------------------------ */
@@ -884,114 +693,22 @@ static int wv_fail(struct wv *v, int err)
 }
 
 /*
- * W: page P, a slow read into it by sibling S, a fork (P now COW-shared
- * with grandchild G, which waits for W's pipe to close), then a write to P.
+ * The rest of W once the read into P is submitted (by S or by W itself):
+ * until the module tracks it (or *done, if not NULL, says it completed),
+ * then fork G, with which P is now COW-shared (G closes fd and waits for
+ * W's pipe to close), then write *byte of P: the COW fault.  0, or 1 as
+ * wv_fail().
  */
-static int wv_writer(struct wv *v, const char *dev)
+static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
+			 volatile unsigned char *byte)
 {
-	static struct wv_read r;
-	size_t stack_len = 256 << 10;
-	struct df_stats st;
-	unsigned char *page, *stack;
-	double end;
-	int p[2];
+	int p[2], ret;
 	pid_t pid;
 	char c;
 
-	page = map_anon(PAGE_SZ, false);
-	stack = map_anon(stack_len, false);
-	if (!page || !stack)
-		return wv_fail(v, ENOMEM);
-	memset(page, 0x5a, PAGE_SZ);
-	r.v = v;
-	r.page = page;
-	r.off = 0;
-	r.key = DM_BASE_SECTOR;
-	r.fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (r.fd < 0)
-		return wv_fail(v, errno);
-	pid = clone(wv_reader, stack + stack_len,
-		    CLONE_VM | CLONE_PARENT | SIGCHLD, &r);
-	if (pid < 0)
-		return wv_fail(v, errno);
-	v->s_pid = pid;
-
-	/* until the module tracks the read */
-	for (end = df_now() + 5;; usleep(2000)) {
-		if (df_stats_read(&st))
-			return wv_fail(v, EIO);
-		if (sval(&st, "dio_inflight"))
-			break;
-		if (v->io_done || df_now() > end)
-			return wv_fail(v, v->io_done ? EALREADY : ETIMEDOUT);
-	}
-	v->t_inflight = df_now();
-
-	if (pipe2(p, O_CLOEXEC))
-		return wv_fail(v, errno);
-	pid = fork();
-	if (pid < 0)
-		return wv_fail(v, errno);
-	if (pid == 0) {
-		close(p[1]);
-		close(r.fd);
-		while (read(p[0], &c, 1) < 0 && errno == EINTR)
-			;
-		_exit(0);
-	}
-	v->g_pid = pid;
-	close(p[0]);
-	v->phase = WV_FORKED;
-
-	v->t_write0 = df_now();
-	v->phase = WV_WRITING;
-	*(volatile unsigned char *)page = 0xee;		/* the COW fault */
-	v->t_write1 = df_now();
-	v->phase = WV_WROTE;
-	return 0;
-}
-
-/*
- * W, own_aio_write: W itself submits a libaio read into P (so W is the
- * DIO's submitting task), forks G (P COW-shared), writes the last byte of
- * P, then reaps the read and checks the rest of P.
- */
-static int wv_writer_aio(struct wv *v, const char *dev, double delay)
-{
-	struct timespec ts = { .tv_sec = (time_t)delay + 10 };
-	struct iocb cb, *cbp = &cb;
-	io_context_t ctx = 0;
-	struct io_event ev;
-	struct df_stats st;
-	unsigned char *page;
-	double end;
-	int fd, p[2], ret;
-	pid_t pid;
-	char c;
-
-	page = map_anon(PAGE_SZ, false);
-	if (!page)
-		return wv_fail(v, ENOMEM);
-	memset(page, 0x5a, PAGE_SZ);
-	fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (fd < 0)
-		return wv_fail(v, errno);
-	ret = io_setup(1, &ctx);
+	ret = df_wait_inflight(1, 5, done, NULL);
 	if (ret)
 		return wv_fail(v, -ret);
-	io_prep_pread(&cb, fd, page, PAGE_SZ, 0);
-	v->t_submit = df_now();
-	ret = io_submit(ctx, 1, &cbp);
-	if (ret != 1)
-		return wv_fail(v, ret < 0 ? -ret : EIO);
-	for (end = df_now() + 5;; usleep(2000)) {
-		if (df_stats_read(&st))
-			return wv_fail(v, EIO);
-		if (sval(&st, "dio_inflight"))
-			break;
-		if (df_now() > end)
-			return wv_fail(v, ETIMEDOUT);
-	}
 	v->t_inflight = df_now();
 
 	if (pipe2(p, O_CLOEXEC))
@@ -1012,9 +729,77 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 
 	v->t_write0 = df_now();
 	v->phase = WV_WRITING;
-	((volatile unsigned char *)page)[PAGE_SZ - 1] = 0xee;	/* the COW fault */
+	*byte = 0xee;		/* the COW fault */
 	v->t_write1 = df_now();
 	v->phase = WV_WROTE;
+	return 0;
+}
+
+/*
+ * W: page P, a slow read into it by sibling S, a fork (P now COW-shared
+ * with grandchild G, which waits for W's pipe to close), then a write to P.
+ */
+static int wv_writer(struct wv *v, const char *dev)
+{
+	static struct wv_read r;
+	size_t stack_len = 256 << 10;
+	unsigned char *page, *stack;
+	pid_t pid;
+
+	page = df_map_anon(PAGE_SZ, false);
+	stack = df_map_anon(stack_len, false);
+	if (!page || !stack)
+		return wv_fail(v, ENOMEM);
+	memset(page, 0x5a, PAGE_SZ);
+	r.v = v;
+	r.page = page;
+	r.off = 0;
+	r.key = DM_BASE_SECTOR;
+	r.fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (r.fd < 0)
+		return wv_fail(v, errno);
+	pid = clone(wv_reader, stack + stack_len,
+		    CLONE_VM | CLONE_PARENT | SIGCHLD, &r);
+	if (pid < 0)
+		return wv_fail(v, errno);
+	v->s_pid = pid;
+
+	return wv_fork_write(v, &v->io_done, r.fd, page);
+}
+
+/*
+ * W, own_aio_write: W itself submits a libaio read into P (so W is the
+ * DIO's submitting task), forks G (P COW-shared), writes the last byte of
+ * P, then reaps the read and checks the rest of P.
+ */
+static int wv_writer_aio(struct wv *v, const char *dev, double delay)
+{
+	struct timespec ts = { .tv_sec = (time_t)delay + 10 };
+	struct iocb cb, *cbp = &cb;
+	io_context_t ctx = 0;
+	struct io_event ev;
+	unsigned char *page;
+	int fd, ret;
+
+	page = df_map_anon(PAGE_SZ, false);
+	if (!page)
+		return wv_fail(v, ENOMEM);
+	memset(page, 0x5a, PAGE_SZ);
+	fd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return wv_fail(v, errno);
+	ret = io_setup(1, &ctx);
+	if (ret)
+		return wv_fail(v, -ret);
+	io_prep_pread(&cb, fd, page, PAGE_SZ, 0);
+	v->t_submit = df_now();
+	ret = io_submit(ctx, 1, &cbp);
+	if (ret != 1)
+		return wv_fail(v, ret < 0 ? -ret : EIO);
+	/* W reaps the read itself, later: no io_done to watch */
+	ret = wv_fork_write(v, NULL, fd, page + PAGE_SZ - 1);
+	if (ret)
+		return ret;
 
 	ret = io_getevents(ctx, 1, 1, &ev, &ts);
 	v->t_io_done = df_now();
@@ -1050,7 +835,7 @@ FIXTURE_SETUP(waiter)
 		SKIP(return, "%s: no such device", df_dev_path(1));
 	if (df_dm_delay_usable(why, sizeof(why)))
 		SKIP(return, "%s", why);
-	self->v = map_anon(sizeof(*self->v), true);
+	self->v = df_map_anon(sizeof(*self->v), true);
 	ASSERT_NE(NULL, self->v);
 	memset((void *)self->v, 0, sizeof(*self->v));
 	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
@@ -1059,8 +844,8 @@ FIXTURE_SETUP(waiter)
 	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
 	if (!stat(self->dev, &st))
 		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = prefill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
-		      DM_BASE_SECTOR);
+	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
+			     DM_BASE_SECTOR);
 	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
 				 strerror(-ret));
 	ret = df_mode_set("lock");
@@ -1076,17 +861,6 @@ FIXTURE_SETUP(waiter)
 	self->dm_made = true;
 }
 
-static void reap_quiet(pid_t pid, bool kill_it, double timeout)
-{
-	int status;
-
-	if (pid <= 0)
-		return;
-	if (kill_it)
-		kill(pid, SIGKILL);
-	wait_bounded(pid, &status, timeout);
-}
-
 FIXTURE_TEARDOWN(waiter)
 {
 	char msg[512];
@@ -1094,17 +868,17 @@ FIXTURE_TEARDOWN(waiter)
 	int ret;
 
 	if (self->v) {
-		reap_quiet(self->w_pid, true, 5);
+		df_kill_reap(self->w_pid, 5);
 		/* the reader may sit in its uninterruptible read: let it finish */
-		reap_quiet(self->v->s_pid, true, self->delay_ms / 1000.0 + 10);
-		reap_quiet(self->v->g_pid, true, 5);
+		df_kill_reap(self->v->s_pid, self->delay_ms / 1000.0 + 10);
+		df_kill_reap(self->v->g_pid, 5);
 		while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
 			;
 	}
 	if (self->unloaded && !df_module_present()) {
-		ret = run_bounded(do_insmod, (void *)ko_path(), 60, &t);
+		ret = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t);
 		if (ret)
-			ksft_print_msg("teardown: insmod %s: %d\n", ko_path(), ret);
+			ksft_print_msg("teardown: insmod %s: %d\n", df_ko_path(), ret);
 	}
 	if (df_module_present()) {
 		df_knob_set("lock_timeout_ms", 0);
@@ -1186,7 +960,7 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	char dlist[512];
 	int ret, status, idle;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	h0 = df_hist_count("lock_wait_hist");
 	kmsg("sigkill_waiter: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, false);
@@ -1198,12 +972,12 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
 	ASSERT_TRUE(blocked) TH_LOG("the write to the COW-shared page did not wait for the read in flight");
-	EXPECT_LE(1, sdelta(&s0, &s1, "cow_on_dio_page"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
 	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
 
 	kill(self->w_pid, SIGKILL);
 	tk = df_now();
-	ret = wait_bounded(self->w_pid, &status, 10);
+	ret = df_wait_bounded(self->w_pid, &status, 10);
 	t_reaped = df_now();
 	reap = t_reaped - tk;
 	io_done_at_reap = v->io_done;
@@ -1218,10 +992,10 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	EXPECT_FALSE(io_done_at_reap) TH_LOG("the kill ended only when the read completed");
 
 	/* the read, then the grandchild (reparented to us) */
-	ret = wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
-	ret = wait_bounded(v->g_pid, &status, 5);
+	ret = df_wait_bounded(v->g_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent died");
 	if (!ret)
 		v->g_pid = 0;
@@ -1232,20 +1006,20 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("wrong data in the read page at offset %ld",
 					v->io_bad);
 
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	h1 = df_hist_count("lock_wait_hist");
 	print_some("after the read", &s0, &s2, lock_names);
 	ksft_print_msg("lock_wait_hist count %+lld, lock_wait_ns_max %llu\n",
-		       h1 - h0, sval(&s2, "lock_wait_ns_max"));
-	EXPECT_LE(1, sdelta(&s0, &s2, "lock_waits"));
-	EXPECT_LE(1, sdelta(&s0, &s2, "lock_aborted"));
-	EXPECT_EQ(0, sdelta(&s0, &s2, "lock_timeouts"));
-	EXPECT_EQ(sdelta(&s0, &s2, "lock_waits"), h1 - h0)
+		       h1 - h0, df_stats_val(&s2, "lock_wait_ns_max"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s2, "lock_waits"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s2, "lock_aborted"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s2, "lock_timeouts"));
+	EXPECT_EQ(df_stats_delta(&s0, &s2, "lock_waits"), h1 - h0)
 		TH_LOG("lock_wait_hist does not agree with lock_waits");
 	EXPECT_EQ(0, idle) TH_LOG("gauges not 0: dio_inflight=%llu dio_pages_inflight=%llu",
-				  sval(&s2, "dio_inflight"),
-				  sval(&s2, "dio_pages_inflight"));
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+				  df_stats_val(&s2, "dio_inflight"),
+				  df_stats_val(&s2, "dio_pages_inflight"));
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 /*
@@ -1261,7 +1035,7 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	bool skip;
 	int ret, status;
 
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("own_aio_write: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, true);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
@@ -1270,29 +1044,29 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	     v->phase == WV_WRITING && df_now() < end; usleep(1000))
 		;
 	ASSERT_EQ(WV_WROTE, v->phase) TH_LOG("the write did not return within the delay + 5 s");
-	ret = wait_bounded(self->w_pid, &status, self->delay_ms / 1000.0 + 15);
+	ret = df_wait_bounded(self->w_pid, &status, self->delay_ms / 1000.0 + 15);
 	ASSERT_EQ(0, ret) TH_LOG("writer not done within the delay + 15 s: stuck IO");
 	self->w_pid = -1;
-	ret = wait_bounded(v->g_pid, &status, 5);
+	ret = df_wait_bounded(v->g_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent exited");
 	if (!ret)
 		v->g_pid = 0;
-	ASSERT_EQ(0, wait_idle(&s1, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S));
 	since_submit = v->t_write1 - v->t_submit;
 	ksft_print_msg("the submitter's own write returned after %.3f s, %.3f s after the read was submitted (delay %lu ms); read: %ld bytes, data in its page %s\n",
 		       v->t_write1 - v->t_write0, since_submit, self->delay_ms,
 		       v->io_res, v->io_bad < 0 ? "ok" : "lost");
 	print_some("counters", &s0, &s1, lock_names);
-	skip = !sdelta(&s0, &s1, "cow_on_dio_page") && kernel_pins_dio() &&
+	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && kernel_pins_dio() &&
 	       v->io_bad < 0;
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
-	EXPECT_LE(1, sdelta(&s0, &s1, "cow_on_dio_page"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
 		TH_LOG("the write did not wait for the read (lock_waits %+lld, lock_waits_self %+lld)",
-		       sdelta(&s0, &s1, "lock_waits"),
-		       sdelta(&s0, &s1, "lock_waits_self"));
-	EXPECT_LE(1, sdelta(&s0, &s1, "lock_waits"));
+		       df_stats_delta(&s0, &s1, "lock_waits"),
+		       df_stats_delta(&s0, &s1, "lock_waits_self"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_waits"));
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("the read's data is not in the writer's page (first bad byte %ld)",
 					v->io_bad);
@@ -1310,7 +1084,7 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	ASSERT_EQ(0, df_knob_set("lock_timeout_ms", LOCK_TIMEOUT_MS));
 	ASSERT_EQ(0, df_knob_get("lock_timeout_ms", &knob));
 	ASSERT_EQ(LOCK_TIMEOUT_MS, knob);
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("lock_timeout: %d ms, read delay %lu ms\n", LOCK_TIMEOUT_MS,
 	     self->delay_ms);
 	ret = wv_start(self, false);
@@ -1327,23 +1101,23 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 		       LOCK_TIMEOUT_MS, wrote, self->delay_ms,
 		       in_flight ? "yes" : "no");
 	print_some("counters", &s0, &s1, lock_names);
-	skip = !sdelta(&s0, &s1, "cow_on_dio_page") && wrote < 0.1 &&
+	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && wrote < 0.1 &&
 	       kernel_pins_dio();
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
 	EXPECT_TRUE(wrote >= LOCK_TIMEOUT_MS * 0.75 / 1000 && wrote < 1.0)
 		TH_LOG("the fault waited %.3f s, not about %d ms (%lld timed-out waits)",
-		       wrote, LOCK_TIMEOUT_MS, sdelta(&s0, &s1, "lock_timeouts"));
+		       wrote, LOCK_TIMEOUT_MS, df_stats_delta(&s0, &s1, "lock_timeouts"));
 	EXPECT_TRUE(in_flight) TH_LOG("the write returned only once the read was done");
-	EXPECT_LE(1, sdelta(&s0, &s1, "lock_timeouts"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_timeouts"));
 
-	ret = wait_bounded(self->w_pid, &status, 5);
+	ret = df_wait_bounded(self->w_pid, &status, 5);
 	EXPECT_EQ(0, ret);
 	if (!ret) {
 		self->w_pid = -1;
 		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	}
-	ret = wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
@@ -1364,10 +1138,10 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	int rm, ins, ret, status, fd, idle;
 	struct stat st;
 
-	if (stat(ko_path(), &st))
+	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",
-		     ko_path(), strerror(errno));
-	ASSERT_EQ(0, wait_idle(&s0, IDLE_TIMEOUT_S));
+		     df_ko_path(), strerror(errno));
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_waiter: read delay %lu ms\n", self->delay_ms);
 	ret = wv_start(self, false);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
@@ -1382,7 +1156,7 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 
 	kmsg("rmmod_waiter: rmmod diofork with a fault waiting\n");
 	t_rm0 = df_now();
-	rm = run_bounded(do_rmmod, NULL, 30, &t_rm);
+	rm = df_run_bounded(df_do_rmmod, NULL, 30, &t_rm);
 	ASSERT_NE(-ETIMEDOUT, rm) TH_LOG("rmmod diofork hung for %.0f s with a fault waiting",
 					 t_rm);
 	self->unloaded = rm == 0;
@@ -1396,16 +1170,16 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 		       (v->phase == WV_WROTE ? v->t_write1 : df_now()) - t_rm0);
 	EXPECT_EQ(0, rm) TH_LOG("rmmod diofork: %s", strerror(rm));
 	EXPECT_EQ(WV_WROTE, v->phase) TH_LOG("the waiting write did not complete after rmmod");
-	ret = wait_bounded(self->w_pid, &status, 5);
+	ret = df_wait_bounded(self->w_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("writer not done 5 s after its write");
 	if (!ret) {
 		self->w_pid = -1;
 		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	}
-	ret = wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
+	ret = df_wait_bounded(v->s_pid, &status, self->delay_ms / 1000.0 + 10);
 	ASSERT_EQ(0, ret) TH_LOG("reader not done within the delay + 10 s: stuck IO");
 	v->s_pid = 0;
-	ret = wait_bounded(v->g_pid, &status, 5);
+	ret = df_wait_bounded(v->g_pid, &status, 5);
 	EXPECT_EQ(0, ret) TH_LOG("grandchild not gone after its parent exited");
 	if (!ret)
 		v->g_pid = 0;
@@ -1417,11 +1191,11 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 
 	if (!self->unloaded)
 		return;
-	ins = run_bounded(do_insmod, (void *)ko_path(), 60, &t_ins);
-	ksft_print_msg("insmod %s: %s after %.3f s\n", ko_path(),
+	ins = df_run_bounded(df_do_insmod, (void *)df_ko_path(), 60, &t_ins);
+	ksft_print_msg("insmod %s: %s after %.3f s\n", df_ko_path(),
 		       ins == 0 ? "ok" : ins == -ETIMEDOUT ? "hung" : strerror(ins),
 		       t_ins);
-	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", ko_path());
+	ASSERT_EQ(0, ins) TH_LOG("insmod %s failed", df_ko_path());
 	self->unloaded = false;
 	ASSERT_TRUE(df_module_present());
 	EXPECT_EQ(0, df_mode_get(mode, sizeof(mode)));
@@ -1429,20 +1203,20 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	ASSERT_EQ(0, df_mode_set("lock"));
 
 	/* a fresh module: nothing in flight, and it tracks a new read */
-	ASSERT_EQ(0, wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S)) TH_LOG("reloaded module has DIO in flight");
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
-	buf = map_anon(PAGE_SZ, false);
+	buf = df_map_anon(PAGE_SZ, false);
 	ASSERT_LE(0, fd);
 	ASSERT_NE(NULL, buf);
 	EXPECT_EQ((ssize_t)PAGE_SZ, pread(fd, buf, PAGE_SZ, SC_BASE));
 	close(fd);
 	munmap(buf, PAGE_SZ);
-	idle = wait_idle(&s2, IDLE_TIMEOUT_S);
+	idle = df_wait_idle(&s2, IDLE_TIMEOUT_S);
 	print_some("reloaded module, one read", &s1, &s2, lock_names);
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_submitted_read"));
-	EXPECT_EQ(1, sdelta(&s1, &s2, "dio_completed_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_submitted_read"));
+	EXPECT_EQ(1, df_stats_delta(&s1, &s2, "dio_completed_read"));
 	EXPECT_EQ(0, idle);
-	EXPECT_TRUE(no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
+	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
 int main(int argc, char **argv)
