@@ -42,11 +42,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchmode.h"
+
 #define PAGE_SZ		4096UL
 #define NPAGES		64
 #define SECT		512UL
 #define MAX_ROWS	8
-#define MODE_FILE	"/sys/kernel/debug/diofork/mode"
 
 static double now(void)
 {
@@ -60,18 +61,6 @@ static void die(const char *what, int err)
 {
 	fprintf(stderr, "faultlat: %s: %s\n", what, strerror(err));
 	exit(1);
-}
-
-static int set_mode(const char *mode)
-{
-	int f = open(MODE_FILE, O_WRONLY);
-	int ret;
-
-	if (f < 0)
-		return errno == ENOENT && !strcmp(mode, "off") ? 0 : -errno;
-	ret = write(f, mode, strlen(mode)) == (ssize_t)strlen(mode) ? 0 : -errno;
-	close(f);
-	return ret;
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -39,12 +39,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchmode.h"
+
 #define PAGE_SZ		4096UL
 #define MAX_DEPTH	128
 #define SPAN		(64ULL << 20)	/* device bytes the reads cover */
 #define MAX_ROWS	8
 #define MAX_LEVELS	8
-#define MODE_FILE	"/sys/kernel/debug/diofork/mode"
 
 static int fd;
 static unsigned char *bufs;
@@ -136,19 +137,6 @@ static void wait_inflight(int want)
 
 	while (__atomic_load_n(&inflight, __ATOMIC_SEQ_CST) != want && now() < end)
 		usleep(200);
-}
-
-static int set_mode(const char *mode)
-{
-	int f = open(MODE_FILE, O_WRONLY);
-	int ok;
-
-	if (f < 0)
-		return errno == ENOENT && !strcmp(mode, "off") ? 0 : -errno;
-	ok = write(f, mode, strlen(mode)) == (ssize_t)strlen(mode);
-	ok = ok ? 0 : -errno;
-	close(f);
-	return ok;
 }
 
 /* AnonHugePages of this process, in kB (-1 if unknown). */

@@ -32,7 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MODE_FILE	"/sys/kernel/debug/diofork/mode"
+#include "benchmode.h"
+
 #define IO_SIZE		4096
 #define SPAN		1024	/* reads cycle over this many blocks */
 #define MAX_MODES	8
@@ -43,18 +44,6 @@ static double now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int set_mode(const char *mode)
-{
-	int f = open(MODE_FILE, O_WRONLY);
-	int ok;
-
-	if (f < 0)
-		return errno == ENOENT && !strcmp(mode, "off") ? 0 : -errno;
-	ok = write(f, mode, strlen(mode)) == (ssize_t)strlen(mode);
-	close(f);
-	return ok ? 0 : -EINVAL;
 }
 
 static int read_n(int fd, void *buf, int n)
@@ -93,11 +82,20 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "d:n:b:M:")) != -1) {
 		switch (opt) {
-		case 'd': dev = optarg; break;
-		case 'n': nios = atoi(optarg); break;
-		case 'b': nblocks = atoi(optarg); break;
-		case 'M': list = strdup(optarg); break;
-		default: usage();
+		case 'd':
+			dev = optarg;
+			break;
+		case 'n':
+			nios = atoi(optarg);
+			break;
+		case 'b':
+			nblocks = atoi(optarg);
+			break;
+		case 'M':
+			list = strdup(optarg);
+			break;
+		default:
+			usage();
 		}
 	}
 	if (!dev || !list || nios < 1 || nblocks < 1)
