@@ -287,10 +287,10 @@ struct diofork_gup_ops {
 	void (*abandon)(struct diofork_gup_slot *s);
 };
 
-/* An open lookup context; only its task uses it (see gup.c). */
 /* A DIO of up to this many pages pins without allocating (most are 1). */
 #define DIOFORK_GUP_INLINE_PAGES	4
 
+/* An open lookup context; only its task uses it (see gup.c). */
 struct diofork_gup_slot {
 	struct task_struct *task;
 	const struct diofork_gup_ops *ops;

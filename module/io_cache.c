@@ -21,8 +21,7 @@
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
-#include <linux/overflow.h>
-#include <linux/mm_types.h>
+#include <linux/stddef.h>
 #include "diofork.h"
 
 /* A cached record covers this many pages, with room for as many pins. */
