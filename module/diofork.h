@@ -123,7 +123,6 @@ enum diofork_stat {
 	DIOFORK_STAT_PIN_PAGES_UNPINNED,
 	DIOFORK_STAT_PIN_FAILURES,
 	DIOFORK_STAT_PIN_SKIPPED_SHARED,
-	DIOFORK_STAT_PIN_SKIPPED_DONTFORK,
 	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 	DIOFORK_STAT_LOCK_WAITS_SELF,
 	DIOFORK_STAT_LOCK_TIMEOUTS,
@@ -213,8 +212,10 @@ struct diofork_io {
 	struct hlist_node bio_node;
 	struct rcu_head rcu;
 	const struct bio *bio;		/* identity only */
-	struct diofork_io *next_victim;	/* private to diofork_unhash_bio() */
-	struct diofork_io *next_free;	/* retired, in a batch waiting for RCU */
+	union {
+		struct diofork_io *next_victim;	/* in diofork_unhash_bio() */
+		struct diofork_io *next_free;	/* retired: io_cache.c's lists */
+	};
 	struct mm_struct *mm;		/* identity only: no reference held */
 	struct task_struct *task;	/* submitter, identity only */
 	struct page **pinned;		/* our pins (pin mode), or NULL */
@@ -237,6 +238,7 @@ struct page **diofork_io_pin_room(struct diofork_io *io);
 
 struct diofork_io *diofork_io_alloc(size_t size);
 void diofork_io_free(struct diofork_io *io);
+void diofork_io_cache_trim(void);
 void diofork_io_cache_exit(void);
 void diofork_track_release(const struct bio *bio);
 void diofork_track_forget_all(void);

@@ -15,19 +15,27 @@
  * only touched by their own CPU with interrupts off.  Records bigger than
  * the cached size, and any beyond DIOFORK_CACHE_MAX per CPU, go back to the
  * allocator.
+ *
+ * The cache must hold what a CPU retires in a grace period: with room for
+ * 256 records, 4 KiB reads at 50,000 per second (TCG) found it empty for
+ * 35% of their records, a kmalloc() and a kfree() each, about 1 us per read
+ * in all; with 2048, under 10%.  A cached record is 256 bytes, so a CPU
+ * keeps at most 512 KiB, and gives it all back when the mode goes to off.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/cpu.h>
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
+#include <linux/smp.h>
 #include <linux/stddef.h>
 #include "diofork.h"
 
 /* A cached record covers this many pages, with room for as many pins. */
 #define DIOFORK_CACHE_PAGES	4
 #define DIOFORK_CACHE_BATCH	32	/* retired records per call_rcu() */
-#define DIOFORK_CACHE_MAX	256	/* free records kept per CPU */
+#define DIOFORK_CACHE_MAX	2048	/* free records kept per CPU */
 
 #define DIOFORK_CACHE_SIZE						\
 	(offsetof(struct diofork_io, pages) +				\
@@ -88,6 +96,8 @@ struct diofork_io *diofork_io_alloc(size_t size)
 	struct diofork_io *io;
 	unsigned long flags;
 
+	/* the size class the comment above counts on */
+	BUILD_BUG_ON(DIOFORK_CACHE_SIZE > 256);
 	if (size > DIOFORK_CACHE_SIZE) {
 		io = kmalloc(size, GFP_ATOMIC | __GFP_NOWARN);
 		if (io)
@@ -135,6 +145,36 @@ void diofork_io_free(struct diofork_io *io)
 	/* the grace period starts after every record in it was unhashed */
 	if (batch)
 		call_rcu(&batch->rcu, diofork_io_cache_refill);
+}
+
+/* On the cache's own CPU: take its free records away, into *@arg. */
+static void diofork_io_cache_take(void *arg)
+{
+	struct diofork_io_cache *c = this_cpu_ptr(&diofork_io_cache);
+
+	/* an IPI: interrupts are off, as for every other user of the list */
+	*(struct diofork_io **)arg = c->free;
+	c->free = NULL;
+	c->nr_free = 0;
+}
+
+/*
+ * Mode off: give the free records back to the allocator.  Batches still
+ * waiting for their grace period refill the caches a little afterwards;
+ * unload frees those, and the caches of CPUs offline now.
+ */
+void diofork_io_cache_trim(void)
+{
+	struct diofork_io *io;
+	int cpu;
+
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		io = NULL;
+		smp_call_function_single(cpu, diofork_io_cache_take, &io, 1);
+		diofork_io_kfree_chain(io);
+	}
+	cpus_read_unlock();
 }
 
 /*

@@ -137,6 +137,8 @@ int diofork_mode_set(enum diofork_mode mode)
 
 	if (old && old->disable)
 		old->disable();
+	if (mode == DIOFORK_MODE_OFF)
+		diofork_io_cache_trim();
 	pr_info("mode %s\n", diofork_mode_names[mode]);
 	goto unlock;
 

@@ -22,16 +22,19 @@
  * original get_user_pages_fast() is never called from here.
  *
  * Not pinned: pages that are not anonymous (MAP_SHARED, shmem: fork does not
- * copy them), MADV_DONTFORK ranges when the VMA can be checked without
- * waiting for the mmap lock, io_uring registered buffers (not user-backed
- * iterators: never reach here).  On a kernel that pins DIO itself the mode
- * is passive: it tracks and counts, and pins nothing twice.
+ * copy them), io_uring registered buffers (not user-backed iterators: never
+ * reach here).  MADV_DONTFORK ranges are pinned like any other: fork skips
+ * their VMA, so the pin costs only itself.  Looking the VMA up to skip them
+ * took the mmap lock and walked the maple tree on every DIO, about 1.3 us
+ * of a 4 KiB read's 60 in fio under TCG, for a range that is safe anyway.
+ *
+ * On a kernel that pins DIO itself the mode is passive: it tracks and
+ * counts, and pins nothing twice.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kernel.h>
 #include <linux/mm.h>
-#include <linux/mmap_lock.h>
 #include <linux/slab.h>
 #include "diofork.h"
 
@@ -51,28 +54,6 @@ static void diofork_pin_slot_free(struct diofork_gup_slot *s)
 {
 	if (s->pages != s->inline_pages)
 		kfree(s->pages);
-}
-
-/* Could fork copy this range?  Only when the VMA can be read without waiting. */
-static bool diofork_pin_range_forkable(unsigned long start, unsigned long end)
-{
-	struct mm_struct *mm = current->mm;
-	struct vm_area_struct *vma;
-	bool forkable = false;
-
-	if (!mmap_read_trylock(mm))
-		return true;
-	for (vma = find_vma(mm, start); vma && vma->vm_start < end;
-	     vma = find_vma(mm, vma->vm_end)) {
-		if (!(vma->vm_flags & (VM_SHARED | VM_DONTCOPY))) {
-			forkable = true;
-			break;
-		}
-	}
-	mmap_read_unlock(mm);
-	if (!forkable)
-		diofork_stat_inc(DIOFORK_STAT_PIN_SKIPPED_DONTFORK);
-	return forkable;
 }
 
 /* Pins so far go to the slot's own array until they outgrow it. */
@@ -104,8 +85,6 @@ static int diofork_pin_lookup(struct diofork_gup_slot *s, unsigned long start,
 {
 	int i, ret, kept = 0;
 
-	if (!diofork_pin_range_forkable(start, start + nr_pages * PAGE_SIZE))
-		goto plain;
 	if (!diofork_pin_slot_grow(s, nr_pages)) {
 		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 		goto plain;
