@@ -130,7 +130,14 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 				       struct ftrace_ops *op,
 				       struct ftrace_regs *fregs)
 {
-	if (within_module(parent_ip, THIS_MODULE))
+	const struct diofork_policy *pol = diofork_policy_get();
+
+	/*
+	 * Only a policy with gup_enter() opens slots.  Under any other (off,
+	 * observe, lock) a slot still open from before a switch is skipped:
+	 * its DIO gets the plain lookup the new mode would give it.
+	 */
+	if (!pol || !pol->gup_enter || within_module(parent_ip, THIS_MODULE))
 		return;
 	/*
 	 * Counted before the slot is looked up and before the jump: the sweep
