@@ -95,7 +95,7 @@ struct row_stats {
 
 /* One sample: returns the write's latency in us; *inflight for dio. */
 static double sample(int fd, io_context_t ctx, int pfd[2],
-		     volatile unsigned char *p, unsigned long i, int dio,
+		     unsigned char *p, unsigned long i, int dio,
 		     int *inflight)
 {
 	struct iocb cb, *cbp = &cb;
@@ -105,7 +105,8 @@ static double sample(int fd, io_context_t ctx, int pfd[2],
 	pid_t pid;
 	char c = 0;
 
-	p[SECT] = (unsigned char)i;	/* exclusive and writable again */
+	/* exclusive and writable again; atomic stores are never elided */
+	__atomic_store_n(&p[SECT], (unsigned char)i, __ATOMIC_RELAXED);
 	if (dio) {
 		io_prep_pread(&cb, fd, (void *)p, SECT,
 			      (uint64_t)(i % 4096) * SECT);
@@ -123,7 +124,7 @@ static double sample(int fd, io_context_t ctx, int pfd[2],
 	if (pid < 0)
 		die("fork", errno);
 	t0 = now();
-	p[PAGE_SZ - 1]++;
+	__atomic_fetch_add(&p[PAGE_SZ - 1], 1, __ATOMIC_RELAXED);
 	t1 = now();
 	if (dio) {
 		struct timespec zero = { 0, 0 };
@@ -157,12 +158,21 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "d:c:b:M:")) != -1) {
 		switch (opt) {
-		case 'd': dev = optarg; break;
-		case 'c': count = strtoul(optarg, NULL, 0); break;
-		case 'b': block = strtoul(optarg, NULL, 0); break;
-		case 'M': snprintf(rows_buf, sizeof(rows_buf), "%s", optarg); break;
+		case 'd':
+			dev = optarg;
+			break;
+		case 'c':
+			count = strtoul(optarg, NULL, 0);
+			break;
+		case 'b':
+			block = strtoul(optarg, NULL, 0);
+			break;
+		case 'M':
+			snprintf(rows_buf, sizeof(rows_buf), "%s", optarg);
+			break;
 		default:
-			fprintf(stderr, "usage: faultlat [-d DEV] [-c COUNT] [-b BLOCK] [-M ROWS]\n");
+			fprintf(stderr, "usage: %s [-d DEV] [-c COUNT] [-b BLOCK] [-M ROWS]\n",
+				"faultlat");
 			return 2;
 		}
 	}
@@ -178,7 +188,9 @@ int main(int argc, char **argv)
 		rs[nrows].in = calloc(count, sizeof(double));
 		if (!rs[nrows].nodio || !rs[nrows].dio || !rs[nrows].in)
 			die("calloc", errno);
-		rs[nrows].n_nodio = rs[nrows].n_dio = rs[nrows].n_in = 0;
+		rs[nrows].n_nodio = 0;
+		rs[nrows].n_dio = 0;
+		rs[nrows].n_in = 0;
 		nrows++;
 	}
 	if (!nrows)

@@ -177,15 +177,30 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4")) != -1) {
 		switch (opt) {
-		case 'd': dev = optarg; break;
-		case 'm': mib = strtoul(optarg, NULL, 0); break;
-		case 'c': count = strtoul(optarg, NULL, 0); break;
-		case 'b': block = strtoul(optarg, NULL, 0); break;
-		case 'l': snprintf(lv_buf, sizeof(lv_buf), "%s", optarg); break;
-		case 'M': snprintf(rows_buf, sizeof(rows_buf), "%s", optarg); break;
-		case '4': huge = 0; break;
+		case 'd':
+			dev = optarg;
+			break;
+		case 'm':
+			mib = strtoul(optarg, NULL, 0);
+			break;
+		case 'c':
+			count = strtoul(optarg, NULL, 0);
+			break;
+		case 'b':
+			block = strtoul(optarg, NULL, 0);
+			break;
+		case 'l':
+			snprintf(lv_buf, sizeof(lv_buf), "%s", optarg);
+			break;
+		case 'M':
+			snprintf(rows_buf, sizeof(rows_buf), "%s", optarg);
+			break;
+		case '4':
+			huge = 0;
+			break;
 		default:
-			fprintf(stderr, "usage: forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4]\n");
+			fprintf(stderr, "usage: %s %s\n", "forklat",
+				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4]");
 			return 2;
 		}
 	}
@@ -304,9 +319,12 @@ int main(int argc, char **argv)
 			qsort(v, m, sizeof(*v), cmp_double);
 			for (i = 0; i < m; i++)
 				sum += v[i];
-			printf("forklat row=%s inflight=%d forks=%lu p50_us=%.0f p90_us=%.0f mean_us=%.0f min_us=%.0f max_us=%.0f avg_inflight=%.1f\n",
-			       rows[r], levels[li], m, m ? v[m / 2] : 0.0,
-			       m ? v[m * 9 / 10] : 0.0, m ? sum / m : 0.0,
+			printf("forklat row=%s inflight=%d forks=%lu ",
+			       rows[r], levels[li], m);
+			printf("p50_us=%.0f p90_us=%.0f mean_us=%.0f ",
+			       m ? v[m / 2] : 0.0, m ? v[m * 9 / 10] : 0.0,
+			       m ? sum / m : 0.0);
+			printf("min_us=%.0f max_us=%.0f avg_inflight=%.1f\n",
 			       m ? v[0] : 0.0, m ? v[m - 1] : 0.0,
 			       m ? inflight_sum[r][li] / m : 0.0);
 		}

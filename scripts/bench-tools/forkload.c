@@ -57,7 +57,7 @@
 #define PAGE_SZ		4096UL
 #define SECT		512UL
 #define NR_SECTORS	64
-#define BASE		(1ULL << 20)	/* byte offset of the pattern on DEV */
+#define BASE		(1024ULL * 1024)	/* byte offset of the pattern on DEV */
 #define MAX_READERS	7
 #define MAGIC		0x6469666f726b6c64ULL
 #define MODE_FILE	"/sys/kernel/debug/diofork/mode"
@@ -242,20 +242,37 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "d:m:r:n:4t:D")) != -1) {
 		switch (opt) {
-		case 'd': dev = optarg; break;
-		case 'm': mib = strtoul(optarg, NULL, 0); break;
-		case 'r': rate = strtod(optarg, NULL); break;
-		case 'n': nreaders = strtoul(optarg, NULL, 0); break;
-		case '4': huge = 0; break;
-		case 't': seconds = strtod(optarg, NULL); break;
-		case 'D': dontfork = 1; break;
-		default: goto usage;
+		case 'd':
+			dev = optarg;
+			break;
+		case 'm':
+			mib = strtoul(optarg, NULL, 0);
+			break;
+		case 'r':
+			rate = strtod(optarg, NULL);
+			break;
+		case 'n':
+			nreaders = strtoul(optarg, NULL, 0);
+			break;
+		case '4':
+			huge = 0;
+			break;
+		case 't':
+			seconds = strtod(optarg, NULL);
+			break;
+		case 'D':
+			dontfork = 1;
+			break;
+		default:
+			goto usage;
 		}
 	}
 	if (seconds > 0 ? optind != argc : optind != argc - 2) {
 usage:
-		fprintf(stderr, "usage: forkload [-d DEV] [-m MIB] [-r RATE] [-n READERS] [-4] CTL ACK\n"
-				"       forkload [-d DEV] [-m MIB] [-r RATE] [-n READERS] [-4] -t SECONDS [-D]\n");
+		fprintf(stderr, "usage: forkload %s CTL ACK\n",
+			"[-d DEV] [-m MIB] [-r RATE] [-n READERS] [-4]");
+		fprintf(stderr, "       forkload %s -t SECONDS [-D]\n",
+			"[-d DEV] [-m MIB] [-r RATE] [-n READERS] [-4]");
 		return 2;
 	}
 	if (nreaders < 1)
@@ -313,7 +330,9 @@ usage:
 		if (ctl < 0)
 			die(argv[optind]);
 		i = open(argv[optind + 1], O_RDWR);
-		if ((long)i < 0 || !(ack = fdopen((int)i, "w")))
+		if ((long)i >= 0)
+			ack = fdopen((int)i, "w");
+		if (!ack)
 			die(argv[optind + 1]);
 		__atomic_store_n(&paused, 1, __ATOMIC_SEQ_CST);
 	}

@@ -118,7 +118,7 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void usage(void)
+static void print_usage(void)
 {
 	fprintf(stderr, "usage: iocost -d DEV [-n IOS] [-b BLOCKS] [-q QD] -M MODE[,MODE...]\n");
 	exit(2);
@@ -151,15 +151,15 @@ int main(int argc, char **argv)
 			list = strdup(optarg);
 			break;
 		default:
-			usage();
+			print_usage();
 		}
 	}
 	if (!dev || !list || nios < 1 || nblocks < 1 || qd < 1 || qd > MAX_QD)
-		usage();
+		print_usage();
 	for (tok = strtok(list, ","); tok && nmodes < MAX_MODES; tok = strtok(NULL, ","))
 		modes[nmodes++] = tok;
 	if (!nmodes)
-		usage();
+		print_usage();
 
 	fd = open(dev, O_RDONLY | O_DIRECT);
 	if (fd < 0 || posix_memalign(&buf, IO_SIZE, (size_t)qd * IO_SIZE)) {
