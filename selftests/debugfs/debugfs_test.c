@@ -190,52 +190,68 @@ FIXTURE_VARIANT(bad_write) {
 FIXTURE_VARIANT_ADD(bad_write, unknown_name) {
 	.kind = BAD_ONE_WRITE, .buf = "bogus\n", .len = 6,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, empty) {
 	.kind = BAD_ONE_WRITE, .buf = "", .len = 0,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, newline_only) {
 	.kind = BAD_ONE_WRITE, .buf = "\n", .len = 1,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, huge_4096) {
 	.kind = BAD_HUGE,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, too_long_32) {
 	.kind = BAD_ONE_WRITE,
 	.buf = "offoffoffoffoffoffoffoffoffoffof", .len = 32,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, nul_inside) {
 	.kind = BAD_ONE_WRITE, .buf = "o\0ff", .len = 4,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, nul_after) {
 	.kind = BAD_ONE_WRITE, .buf = "off\0", .len = 4,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, byte_0xff) {
 	.kind = BAD_ONE_WRITE, .buf = "off\xff", .len = 4,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, binary) {
 	.kind = BAD_ONE_WRITE, .buf = "\xff\xfe\x01\x00", .len = 4,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, control_char) {
 	.kind = BAD_ONE_WRITE, .buf = "off\x01", .len = 4,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, trailing_garbage) {
 	.kind = BAD_ONE_WRITE, .buf = "off x", .len = 5,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, trailing_garbage_nl) {
 	.kind = BAD_ONE_WRITE, .buf = "off x\n", .len = 6,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, two_newlines) {
 	.kind = BAD_ONE_WRITE, .buf = "off\n\n", .len = 5,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, leading_space) {
 	.kind = BAD_ONE_WRITE, .buf = " off", .len = 4,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, prefix_of_name) {
 	.kind = BAD_ONE_WRITE, .buf = "of", .len = 2,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, upper_case) {
 	.kind = BAD_ONE_WRITE, .buf = "OFF", .len = 3,
 };
+
 FIXTURE_VARIANT_ADD(bad_write, partial_write) {
 	.kind = BAD_PARTIAL,
 };

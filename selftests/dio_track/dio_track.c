@@ -86,6 +86,7 @@ struct dt_shared {
 	int fs;				/* enum dt_target on DEV1, 0 = none */
 	int mounted;
 };
+
 static struct dt_shared *shared;
 
 /* ------------------------------------------------------------------ */
@@ -133,9 +134,11 @@ static void pins_baseline(void)
 	long long acq, rel;
 
 	pin_base = df_foll_pin_balance(&acq, &rel);
-	if (pin_base != LLONG_MIN && pin_base)
-		ksft_print_msg("FOLL_PIN balance before the test: %lld (acquired %lld, released %lld)\n",
-			       pin_base, acq, rel);
+	if (pin_base != LLONG_MIN && pin_base) {
+		ksft_print_msg("FOLL_PIN balance before the test: %lld ",
+			       pin_base);
+		printf("(acquired %lld, released %lld)\n", acq, rel);
+	}
 }
 
 /*
@@ -208,6 +211,7 @@ enum dt_engine { E_SYNC, E_VEC, E_AIO, E_URING, E_URING_FIXED };
 static const char *const target_names[] = {
 	[T_RAW] = "raw", [T_EXT4] = "ext4", [T_XFS] = "xfs", [T_VFAT] = "vfat",
 };
+
 static const char *const engine_names[] = {
 	[E_SYNC] = "pread/pwrite", [E_VEC] = "preadv/pwritev",
 	[E_AIO] = "libaio", [E_URING] = "io_uring",
@@ -471,14 +475,18 @@ static int fs_prepare(enum dt_target t, char *why, size_t len)
 {
 	const char *dev = df_dev_path(1);
 	const char *fstype = target_names[t];
-	char *ext4[] = { "mkfs.ext4", "-q", "-F", "-b", "4096", "-N", "4096", "-E",
-			 "lazy_itable_init=0,lazy_journal_init=1,nodiscard",
-			 (char *)dev, NULL };
-	char *xfs[] = { "mkfs.xfs", "-q", "-f", "-K", "-b", "size=4096",
-			(char *)dev, NULL };
+	char *const ext4[] = {
+		"mkfs.ext4", "-q", "-F", "-b", "4096", "-N", "4096", "-E",
+		"lazy_itable_init=0,lazy_journal_init=1,nodiscard",
+		(char *)dev, NULL
+	};
+	char *const xfs[] = {
+		"mkfs.xfs", "-q", "-f", "-K", "-b", "size=4096",
+		(char *)dev, NULL
+	};
 	/* busybox mkdosfs: FAT32, 8 sectors (4 KiB) per cluster on 2 GiB */
-	char *vfat1[] = { "mkfs.vfat", (char *)dev, NULL };
-	char *vfat2[] = { "mkdosfs", (char *)dev, NULL };
+	char *const vfat1[] = { "mkfs.vfat", (char *)dev, NULL };
+	char *const vfat2[] = { "mkdosfs", (char *)dev, NULL };
 	struct stat st;
 	double t0;
 	int ret;
@@ -592,8 +600,8 @@ static int track_open_file(FIXTURE_DATA(track) *self, enum dt_target t,
 	return 0;
 }
 
-static int dt_track_setup(FIXTURE_DATA(track) *self, const FIXTURE_VARIANT(track) *v,
-		       char *why, size_t len)
+static int dt_track_setup(FIXTURE_DATA(track) *self,
+			  const FIXTURE_VARIANT(track) *v, char *why, size_t len)
 {
 	unsigned int i;
 	int ret;
@@ -671,7 +679,8 @@ static void dt_track_teardown(FIXTURE_DATA(track) *self)
 	}
 	if (self->aio_ok)
 		io_destroy(self->aio);
-	self->ring_ok = self->aio_ok = false;
+	self->ring_ok = false;
+	self->aio_ok = false;
 	if (self->bufs)
 		munmap(self->bufs, self->bufs_len);
 	self->bufs = NULL;
@@ -709,12 +718,19 @@ static void check_phase(struct __test_metadata *_metadata,
 	pages = df_stats_delta(a, b, "dio_pages_submitted");
 	skipped = df_stats_delta(a, b, "dio_skipped_bvec");
 
-	ksft_print_msg("%s %s via %s: %lu I/Os of %zu B in %.2f s: submitted_%s %+lld completed_%s %+lld (expect %lld) pages_submitted %+lld (expect %lld) skipped_bvec %+lld (expect %lld) kernel_pinned %+lld; gauges inflight=%llu pages_inflight=%llu\n",
+	ksft_print_msg("%s %s via %s: %lu I/Os of %zu B in %.2f s: ",
 		       target_names[v->target], dir, engine_names[v->engine],
-		       ph->ios, io_len(v), ph->secs, dir, sub, dir, comp, rec,
-		       pages, rec * v->pages_per_io, skipped, n * v->bvec_per_io,
-		       df_stats_delta(a, b, "dio_kernel_pinned"),
-		       df_stats_val(b, "dio_inflight"), df_stats_val(b, "dio_pages_inflight"));
+		       ph->ios, io_len(v), ph->secs);
+	printf("submitted_%s %+lld completed_%s %+lld (expect %lld) ",
+	       dir, sub, dir, comp, rec);
+	printf("pages_submitted %+lld (expect %lld) ",
+	       pages, rec * v->pages_per_io);
+	printf("skipped_bvec %+lld (expect %lld) kernel_pinned %+lld; ",
+	       skipped, n * v->bvec_per_io,
+	       df_stats_delta(a, b, "dio_kernel_pinned"));
+	printf("gauges inflight=%llu pages_inflight=%llu\n",
+	       df_stats_val(b, "dio_inflight"),
+	       df_stats_val(b, "dio_pages_inflight"));
 	print_deltas(dir, a, b);
 
 	EXPECT_EQ(0, ph->err) TH_LOG("%s I/O error on %s: %s", dir, self->file,
@@ -735,9 +751,10 @@ static void check_phase(struct __test_metadata *_metadata,
 	EXPECT_EQ(0, df_stats_val(b, "dio_inflight_read"));
 	EXPECT_EQ(0, df_stats_val(b, "dio_inflight_write"));
 	EXPECT_EQ(0, df_stats_val(b, "dio_pages_inflight"));
-	for (i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
-		EXPECT_EQ(0, df_stats_delta(a, b, zero[i])) TH_LOG("%s moved: %+lld", zero[i],
-								    df_stats_delta(a, b, zero[i]));
+	for (i = 0; i < ARRAY_SIZE(zero); i++)
+		EXPECT_EQ(0, df_stats_delta(a, b, zero[i]))
+			TH_LOG("%s moved: %+lld", zero[i],
+			       df_stats_delta(a, b, zero[i]));
 }
 
 #define TRACK(vname, tgt, eng, rec, pages, bvec, text)		\
@@ -747,10 +764,12 @@ static void check_phase(struct __test_metadata *_metadata,
 	}
 #define ONE_BIO	"one bio (one record) per 4 KiB I/O"
 #define FIXED	"registered buffer: untracked, one dio_skipped_bvec per iomap bio"
+#define VEC_BIO	"one bio (one record, 2 pages) per 2 x 4 KiB preadv/pwritev"
+#define RAW_FIXED "registered buffer: untracked; the blkdev async path bypasses bio_iov_iter_get_pages for bvecs"
+#define LEGACY_BIO "legacy fs/direct-io.c: one bio per 4 KiB I/O inside a 4 KiB cluster"
 
 TRACK(raw_sync, T_RAW, E_SYNC, 1, 1, 0, ONE_BIO);
-TRACK(raw_vec, T_RAW, E_VEC, 1, 2, 0,
-      "one bio (one record, 2 pages) per 2 x 4 KiB preadv/pwritev");
+TRACK(raw_vec, T_RAW, E_VEC, 1, 2, 0, VEC_BIO);
 TRACK(raw_libaio, T_RAW, E_AIO, 1, 1, 0, ONE_BIO);
 TRACK(raw_io_uring, T_RAW, E_URING, 1, 1, 0, ONE_BIO);
 /*
@@ -759,16 +778,14 @@ TRACK(raw_io_uring, T_RAW, E_URING, 1, 1, 0, ONE_BIO);
  * without bio_iov_iter_get_pages() (block/fops.c __blkdev_direct_IO_async),
  * so dio_skipped_bvec does not move there; iomap calls it, so it does.
  */
-TRACK(raw_io_uring_fixed, T_RAW, E_URING_FIXED, 0, 1, 0,
-      "registered buffer: untracked; the blkdev async path bypasses bio_iov_iter_get_pages for bvecs");
+TRACK(raw_io_uring_fixed, T_RAW, E_URING_FIXED, 0, 1, 0, RAW_FIXED);
 TRACK(ext4_sync, T_EXT4, E_SYNC, 1, 1, 0, ONE_BIO);
 TRACK(ext4_libaio, T_EXT4, E_AIO, 1, 1, 0, ONE_BIO);
 TRACK(ext4_io_uring, T_EXT4, E_URING, 1, 1, 0, ONE_BIO);
 TRACK(ext4_io_uring_fixed, T_EXT4, E_URING_FIXED, 0, 1, 1, FIXED);
 TRACK(xfs_sync, T_XFS, E_SYNC, 1, 1, 0, ONE_BIO);
 TRACK(xfs_io_uring_fixed, T_XFS, E_URING_FIXED, 0, 1, 1, FIXED);
-TRACK(vfat_sync, T_VFAT, E_SYNC, 1, 1, 0,
-      "legacy fs/direct-io.c: one bio per 4 KiB I/O inside a 4 KiB cluster");
+TRACK(vfat_sync, T_VFAT, E_SYNC, 1, 1, 0, LEGACY_BIO);
 
 FIXTURE_SETUP(track)
 {
@@ -1213,9 +1230,10 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 			if (c->w[i].started &&
 			    pthread_timedjoin_np(c->w[i].thread, NULL, &dl)) {
 				stuck++;
-				ksft_print_msg("worker %d (%s %s) did not finish within 30 s: stuck I/O\n",
-					       i, c->w[i].aio ? "libaio" : "sync",
+				ksft_print_msg("worker %d (%s %s) ", i,
+					       c->w[i].aio ? "libaio" : "sync",
 					       c->w[i].wr ? "write" : "read");
+				printf("did not finish within 30 s: stuck I/O\n");
 			}
 		if (c->forker_started &&
 		    pthread_timedjoin_np(c->forker, NULL, &dl)) {
@@ -1232,10 +1250,12 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 			       c->w[i].wr ? "write" : "read", c->w[i].ios,
 			       c->w[i].err);
 	}
-	ksft_print_msg("%.1f s: %lu off/observe cycles, %lu observe/pin cycles, %lu switches (avg %.1f ms, max %.1f ms, %lu errors), %lu I/Os, %lu forks\n",
-		       df_now() - t0, obs_cycles, pin_cycles, sw.n,
-		       sw.n ? 1000 * sw.total / sw.n : 0, 1000 * sw.max, sw.errs,
-		       total_ios, c->forks);
+	ksft_print_msg("%.1f s: %lu off/observe cycles, %lu observe/pin cycles, ",
+		       df_now() - t0, obs_cycles, pin_cycles);
+	printf("%lu switches (avg %.1f ms, max %.1f ms, %lu errors), ",
+	       sw.n, sw.n ? 1000 * sw.total / sw.n : 0, 1000 * sw.max,
+	       sw.errs);
+	printf("%lu I/Os, %lu forks\n", total_ios, c->forks);
 	if (idle != -EBADMSG)
 		print_deltas("modeswitch", &s0, &s1);
 	else
@@ -1244,8 +1264,9 @@ TEST_F_TIMEOUT(modeswitch, under_load, 240)
 	ASSERT_EQ(0, stuck) TH_LOG("threads stuck after the switches");
 	EXPECT_EQ(0, sw.errs) TH_LOG("%lu mode switches failed, first: %s -> %s",
 				     sw.errs, sw.first_mode, strerror(-sw.first_err));
-	EXPECT_EQ(cycles, obs_cycles) TH_LOG("only %lu of %lu off/observe cycles in 45 s (slowest switch %.1f s)",
-					     obs_cycles, cycles, sw.max);
+	EXPECT_EQ(cycles, obs_cycles)
+		TH_LOG("only %lu of %lu off/observe cycles in 45 s (slowest switch %.1f s)",
+		       obs_cycles, cycles, sw.max);
 	if (pin_ok)
 		EXPECT_EQ(pcycles, pin_cycles) TH_LOG("only %lu of %lu observe/pin cycles in 30 s",
 						      pin_cycles, pcycles);
@@ -1364,13 +1385,19 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	pinned = df_stats_delta(&s0, &s1, "pin_pages_pinned");
 	unpinned = df_stats_delta(&s0, &s1, "pin_pages_unpinned");
-	ksft_print_msg("mode %s: %lu SIGKILLs in %.1f s (%lu I/Os reaped before the kill, slowest reap %.3f s); submitted r/w %+lld/%+lld completed r/w %+lld/%+lld; pin_pages pinned %+lld unpinned %+lld; gauges inflight=%llu pages=%llu\n",
-		       kmode, it, df_now() - t0, ios, peak_wait,
-		       df_stats_delta(&s0, &s1, "dio_submitted_read"),
-		       df_stats_delta(&s0, &s1, "dio_submitted_write"),
-		       df_stats_delta(&s0, &s1, "dio_completed_read"),
-		       df_stats_delta(&s0, &s1, "dio_completed_write"), pinned, unpinned,
-		       df_stats_val(&s1, "dio_inflight"), df_stats_val(&s1, "dio_pages_inflight"));
+	ksft_print_msg("mode %s: %lu SIGKILLs in %.1f s ",
+		       kmode, it, df_now() - t0);
+	printf("(%lu I/Os reaped before the kill, slowest reap %.3f s); ",
+	       ios, peak_wait);
+	printf("submitted r/w %+lld/%+lld completed r/w %+lld/%+lld; ",
+	       df_stats_delta(&s0, &s1, "dio_submitted_read"),
+	       df_stats_delta(&s0, &s1, "dio_submitted_write"),
+	       df_stats_delta(&s0, &s1, "dio_completed_read"),
+	       df_stats_delta(&s0, &s1, "dio_completed_write"));
+	printf("pin_pages pinned %+lld unpinned %+lld; ", pinned, unpinned);
+	printf("gauges inflight=%llu pages=%llu\n",
+	       df_stats_val(&s1, "dio_inflight"),
+	       df_stats_val(&s1, "dio_pages_inflight"));
 	if (idle != -EBADMSG)
 		print_deltas("kill", &s0, &s1);
 	else
@@ -1496,9 +1523,10 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 	ret = wait_bounded(self->pid, &status, 20);
 	ASSERT_EQ(0, ret) TH_LOG("I/O child not done within 20 s: stuck I/O");
 	self->pid = -1;
-	ksft_print_msg("I/O child: %lu reads (%lu before rmmod, %lu before insmod), exit %d, err %d\n",
-		       self->ld->ios, ios_at_rmmod, ios_at_insmod,
-		       WIFEXITED(status) ? WEXITSTATUS(status) : -1, self->ld->err);
+	ksft_print_msg("I/O child: %lu reads (%lu before rmmod, %lu before insmod), ",
+		       self->ld->ios, ios_at_rmmod, ios_at_insmod);
+	printf("exit %d, err %d\n",
+	       WIFEXITED(status) ? WEXITSTATUS(status) : -1, self->ld->err);
 
 	EXPECT_TRUE(rm == 0 || rm == EBUSY || rm == EWOULDBLOCK)
 		TH_LOG("rmmod: unexpected error %d (%s)", rm,
@@ -1510,7 +1538,7 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 	if (unloaded) {
 		ASSERT_EQ(0, ins) TH_LOG("insmod %s failed: %s", df_ko_path(),
 					 ins > 0 ? strerror(ins) : "hung");
-		for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		for (i = 0; i < ARRAY_SIZE(files); i++) {
 			struct stat st;
 
 			snprintf(path, sizeof(path), DF_DEBUGFS_DIR "/%s", files[i]);

@@ -82,8 +82,6 @@
 /* A marker in the kernel log, to line the console log up with the test. */
 #define kmsg(fmt, ...)	df_kmsg("drain_wait: " fmt, ##__VA_ARGS__)
 
-extern char **environ;
-
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
@@ -109,7 +107,7 @@ static const char *true_path(void)
 	static const char *const cand[] = { "/bin/true", "/usr/bin/true" };
 	unsigned int i;
 
-	for (i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
+	for (i = 0; i < ARRAY_SIZE(cand); i++)
 		if (!access(cand[i], X_OK))
 			return cand[i];
 	return NULL;
@@ -285,7 +283,7 @@ static int dv_nowait(struct dv *v, const char *dev, bool spawn)
 	struct timespec ts = { .tv_sec = 30 };
 	struct iocb cbs[NR_AIO], *cbp[NR_AIO];
 	struct io_event ev[NR_AIO];
-	char *argv[] = { (char *)true_path(), NULL };
+	char *const argv[] = { (char *)true_path(), NULL };
 	unsigned char *buf;
 	io_context_t ctx = 0;
 	int fd, ret, i, done = 0, status;
@@ -508,6 +506,9 @@ static int dv_reap(FIXTURE_DATA(drain) *self, int *status, double timeout)
 /* tests                                                               */
 /* ------------------------------------------------------------------ */
 
+#define FORK_EARLY_WHY \
+	"fork returned %.3f s after the read began, before it could complete (delay %.1f s)"
+
 TEST_F_TIMEOUT(drain, fork_waits, 60)
 {
 	struct dv *v = self->v;
@@ -531,17 +532,20 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 	ASSERT_EQ(DV_DONE, v->phase) TH_LOG("C failed in phase %s: %s",
 					    dv_phases[v->err_at], strerror(v->err));
 	since_submit = v->t_fork1 - v->t_submit;
-	ksft_print_msg("fork took %.3f s, returned %.3f s after the read was submitted (delay %lu ms), read done %.3f s after submission; dio_inflight at fork return %llu; data %s\n",
-		       v->t_fork1 - v->t_fork0, since_submit, self->delay_ms,
-		       v->t_io_done - v->t_submit, v->inflight_at_return,
-		       v->io_bad < 0 ? "ok" : "wrong");
+	ksft_print_msg("fork took %.3f s, returned %.3f s after the read was submitted ",
+		       v->t_fork1 - v->t_fork0, since_submit);
+	printf("(delay %lu ms), read done %.3f s after submission; "
+	       "dio_inflight at fork return %llu; data %s\n",
+	       self->delay_ms,
+	       v->t_io_done - v->t_submit, v->inflight_at_return,
+	       v->io_bad < 0 ? "ok" : "wrong");
 	print_some("counters", &s0, &s1, drain_names);
 	ksft_print_msg("drain_wait_hist count %+lld, drain_wait_ns_max %llu\n",
 		       h1 - h0, df_stats_val(&s1, "drain_wait_ns_max"));
 
 	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay)
-		TH_LOG("fork returned %.3f s after the read began, before it could complete (delay %.1f s)",
+		TH_LOG(FORK_EARLY_WHY,
 		       since_submit, self->delay);
 	EXPECT_EQ(0, v->inflight_at_return) TH_LOG("fork returned with tracked DIO in flight");
 	EXPECT_LE(1, df_stats_delta(&s0, &s1, "drain_forks_waited"));
@@ -573,11 +577,15 @@ static void nowait_test(struct __test_metadata *_metadata,
 				 strerror(v->err));
 	op = v->t_fork1 - v->t_fork0;
 	opw = v->t_wait1 - v->t_fork0;
-	ksft_print_msg("%s returned after %.3f s (%.3f s with waitpid), %.3f s after the reads were submitted (delay %lu ms); dio_inflight before %llu, after %llu; drain_forks_waited %+lld, forks %+lld\n",
-		       what, op, opw, v->t_wait1 - v->t_submit, self->delay_ms,
-		       v->inflight0, v->inflight_at_return,
-		       (long long)(v->waited1 - v->waited0),
-		       (long long)(v->forks1 - v->forks0));
+	ksft_print_msg("%s returned after %.3f s (%.3f s with waitpid), ",
+		       what, op, opw);
+	printf("%.3f s after the reads were submitted (delay %lu ms); "
+	       "dio_inflight before %llu, after %llu; "
+	       "drain_forks_waited %+lld, forks %+lld\n",
+	       v->t_wait1 - v->t_submit, self->delay_ms,
+	       v->inflight0, v->inflight_at_return,
+	       (long long)(v->waited1 - v->waited0),
+	       (long long)(v->forks1 - v->forks0));
 	ret = dv_reap(self, &status, self->delay + 35);
 	ASSERT_EQ(0, ret) TH_LOG("C not done within the delay + 35 s (phase %s)",
 				 dv_phases[v->phase]);
@@ -665,7 +673,9 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	io_done_at_reap = v->io_done;
 	ASSERT_EQ(0, ret) TH_LOG("killed forker not reaped within 10 s");
 	io_end = v->t_submit + self->delay;
-	ksft_print_msg("forker SIGKILLed %.3f s into its fork; reaped %.3f s after the kill, %.3f s before the read's delay ends; read in flight at reap: %s\n",
+	ksft_print_msg("forker SIGKILLed %.3f s into its fork; "
+		       "reaped %.3f s after the kill, %.3f s before the read's delay ends; "
+		       "read in flight at reap: %s\n",
 		       tk - v->t_fork0, reap, io_end - t_reaped,
 		       io_done_at_reap ? "no" : "yes");
 	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -710,7 +720,8 @@ TEST_F_TIMEOUT(drain, drain_timeout, 60)
 				 strerror(v->err));
 	ASSERT_EQ(0, df_stats_read(&s1));
 	took = v->t_fork1 - v->t_fork0;
-	ksft_print_msg("drain_timeout_ms=%d: fork returned after %.3f s (read delay %lu ms); dio_inflight at return %llu\n",
+	ksft_print_msg("drain_timeout_ms=%d: fork returned after %.3f s (read delay %lu ms); "
+		       "dio_inflight at return %llu\n",
 		       DRAIN_TIMEOUT_MS, took, self->delay_ms,
 		       v->inflight_at_return);
 	print_some("counters", &s0, &s1, drain_names);
@@ -758,11 +769,14 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	     usleep(1000))
 		;
 	io_end = v->t_submit + self->delay;
-	ksft_print_msg("rmmod: %s after %.3f s (returned %+.3f s from the end of the read's delay); the fork %s %.3f s after rmmod began (read done: %s)\n",
-		       rm == 0 ? "unloaded" : strerror(rm), t_rm, t_rm0 + t_rm - io_end,
-		       v->phase >= DV_FORKED ? "returned" : "had not returned",
-		       (v->phase >= DV_FORKED ? v->t_fork1 : df_now()) - t_rm0,
-		       v->io_done ? "yes" : "no");
+	ksft_print_msg("rmmod: %s after %.3f s ",
+		       rm == 0 ? "unloaded" : strerror(rm), t_rm);
+	printf("(returned %+.3f s from the end of the read's delay); "
+	       "the fork %s %.3f s after rmmod began (read done: %s)\n",
+	       t_rm0 + t_rm - io_end,
+	       v->phase >= DV_FORKED ? "returned" : "had not returned",
+	       (v->phase >= DV_FORKED ? v->t_fork1 : df_now()) - t_rm0,
+	       v->io_done ? "yes" : "no");
 	EXPECT_EQ(0, rm) TH_LOG("rmmod diofork: %s", strerror(rm));
 	EXPECT_LE(DV_FORKED, v->phase) TH_LOG("the waiting fork did not return after rmmod");
 	ret = dv_reap(self, &status, self->delay + 10);

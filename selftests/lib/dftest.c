@@ -617,7 +617,7 @@ void df_dm_path(const char *name, char *buf, size_t size)
 
 static bool df_dm_has_delay(void)
 {
-	char *argv[] = { "dmsetup", "targets", NULL };
+	static char *const argv[] = { "dmsetup", "targets", NULL };
 	char out[2048], *line, *save = NULL;
 
 	if (df_run_capture(argv, out, sizeof(out)))
@@ -631,7 +631,7 @@ static bool df_dm_has_delay(void)
 
 int df_dm_delay_usable(char *why, size_t size)
 {
-	char *modprobe[] = { "modprobe", "dm-delay", NULL };
+	static char *const modprobe[] = { "modprobe", "dm-delay", NULL };
 	struct stat st;
 
 	if (!df_have_prog("dmsetup")) {
@@ -654,8 +654,8 @@ int df_dm_delay_usable(char *why, size_t size)
 
 int df_dm_create(const char *name, const char *table, char *msg, size_t size)
 {
-	char *argv[] = { "dmsetup", "create", (char *)name, "--table",
-			 (char *)table, NULL };
+	char *const argv[] = { "dmsetup", "create", (char *)name, "--table",
+			       (char *)table, NULL };
 	char path[256];
 	struct stat st;
 	double end;
@@ -674,7 +674,7 @@ int df_dm_create(const char *name, const char *table, char *msg, size_t size)
 
 int df_dm_remove(const char *name, double timeout, char *msg, size_t size)
 {
-	char *argv[] = { "dmsetup", "remove", (char *)name, NULL };
+	char *const argv[] = { "dmsetup", "remove", (char *)name, NULL };
 	double end = df_now() + timeout;
 	int ret;
 

@@ -193,6 +193,7 @@ struct sc_worker {
 	sem_t go, done;
 	volatile int quit;
 	long res;			/* bytes, or -errno; forks for the forker */
+
 	FIXTURE_DATA(selfcow) *self;
 	const FIXTURE_VARIANT(selfcow) *v;
 };
@@ -215,23 +216,30 @@ FIXTURE_VARIANT_ADD(selfcow, pread_pages) {
 	.kind = SC_PREAD, .threads = 1, .min_bios = 1,
 	.what = "pread of 8 pages",
 };
+
 /* The multi-bio reads cost 50-60 ms each under TCG: 300 of each. */
 FIXTURE_VARIANT_ADD(selfcow, preadv_multibio) {
 	.kind = SC_VEC, .threads = 1, .min_bios = 3, .iters = 300,
-	.what = "preadv of 1.125 MiB in 576 half-page iovecs (first halves, then second halves): each page in two bios",
+	.what =
+		"preadv of 1.125 MiB in 576 half-page iovecs (first halves, then second halves): each page in two bios",
 };
+
 FIXTURE_VARIANT_ADD(selfcow, aio_contig) {
 	.kind = SC_AIO_CONTIG, .threads = 1, .min_bios = 1, .iters = 300,
 	.what = "libaio read of 1.25 MiB into a buffer 512 bytes into its page",
 };
+
 FIXTURE_VARIANT_ADD(selfcow, aio_multibio) {
 	.kind = SC_AIO_VEC, .threads = 1, .min_bios = 3, .iters = 300,
-	.what = "libaio preadv of 1.25 MiB in 640 iovecs (bytes 512-4095 of each page, then bytes 0-511): each page in two bios",
+	.what =
+		"libaio preadv of 1.25 MiB in 640 iovecs (bytes 512-4095 of each page, then bytes 0-511): each page in two bios",
 };
+
 FIXTURE_VARIANT_ADD(selfcow, two_threads_same_page) {
 	.kind = SC_TWO_THREADS, .threads = 2, .min_bios = 1,
 	.what = "two threads, preadv into the two halves of the same 8 pages",
 };
+
 /*
  * The same read as preadv_multibio while another thread forks: a fork
  * between two bios of the read write-protects pages the first bio has in
@@ -574,8 +582,10 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 			if (ret) {
 				int n = df_dstate_tasks(dlist, sizeof(dlist));
 
-				ksft_print_msg("iteration %lu: thread %d's read not done after %d s: HANG; D-state tasks (%d): %s\n",
-					       it, i, IO_TIMEOUT_S, n, dlist);
+				ksft_print_msg("iteration %lu: thread %d's read not done ",
+					       it, i);
+				printf("after %d s: HANG; D-state tasks (%d): %s\n",
+				       IO_TIMEOUT_S, n, dlist);
 				kmsg("self_cow_at_start: HANG at iteration %lu\n", it);
 			}
 			ASSERT_EQ(0, ret) TH_LOG("read hung (iteration %lu)", it);
@@ -610,7 +620,9 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 			slowest = df_now() - ti;
 	}
 	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
-	ksft_print_msg("%lu iterations in %.1f s (slowest %.3f s)%s; %lu short/failed reads (first %ld, expected %ld), %lu with wrong data, %lu children whose copy changed; tracked bios per read %.2f\n",
+	ksft_print_msg("%lu iterations in %.1f s (slowest %.3f s)%s; "
+		       "%lu short/failed reads (first %ld, expected %ld), %lu with wrong data, %lu children whose copy changed; "
+		       "tracked bios per read %.2f\n",
 		       it, df_now() - t0, slowest,
 		       it < iters ? ", time budget reached" : "", short_io,
 		       first_res, expected, bad, child_bad,
@@ -620,13 +632,14 @@ TEST_F_TIMEOUT(selfcow, self_cow_at_start, 240)
 		ksft_print_msg("%lu forks during the reads\n", forks);
 	print_some("counters", &s0, &s1, lock_names);
 
-	EXPECT_LE(100UL < iters ? 100UL : iters, it)
+	EXPECT_LE(iters > 100UL ? 100UL : iters, it)
 		TH_LOG("only %lu iterations in %.0f s", it, budget);
 	EXPECT_EQ(0, short_io) TH_LOG("read returned %ld, expected %ld",
 				      first_res, expected);
 	EXPECT_EQ(0, bad) TH_LOG("%lu of %lu reads lost data, first at buffer offset %zd",
 				 bad, it, first_bad);
-	EXPECT_EQ(0, child_bad) TH_LOG("the child's copy of the buffer changed: the read landed in it");
+	EXPECT_EQ(0, child_bad)
+		TH_LOG("the child's copy of the buffer changed: the read landed in it");
 	EXPECT_LE((long long)(it * variant->threads * variant->min_bios),
 		  df_stats_delta(&s0, &s1, "dio_submitted_read"))
 		TH_LOG("fewer tracked bios than %u per read: tracking off, or not multi-bio",
@@ -971,7 +984,8 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	print_some("300 ms into the write", &s0, &s1, lock_names);
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
-	ASSERT_TRUE(blocked) TH_LOG("the write to the COW-shared page did not wait for the read in flight");
+	ASSERT_TRUE(blocked)
+		TH_LOG("the write to the COW-shared page did not wait for the read in flight");
 	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
 	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
 
@@ -984,7 +998,9 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	ASSERT_EQ(0, ret) TH_LOG("killed writer not reaped within 10 s");
 	self->w_pid = -1;
 	io_end = v->t_submit + self->delay_ms / 1000.0;
-	ksft_print_msg("writer SIGKILLed %.3f s after its write began; reaped %.3f s after the kill, %.3f s before the read's delay ends; read in flight at reap: %s\n",
+	ksft_print_msg("writer SIGKILLed %.3f s after its write began; "
+		       "reaped %.3f s after the kill, %.3f s before the read's delay ends; "
+		       "read in flight at reap: %s\n",
 		       tk - v->t_write0, reap, io_end - t_reaped,
 		       io_done_at_reap ? "no" : "yes");
 	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -1022,6 +1038,9 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	EXPECT_TRUE(df_no_dstate(2, dlist, sizeof(dlist))) TH_LOG("D-state tasks: %s", dlist);
 }
 
+#define WV_NOWAIT_WHY \
+	"the write did not wait for the read (lock_waits %+lld, lock_waits_self %+lld)"
+
 /*
  * The DIO's own task writes the page: W submitted the libaio read itself,
  * forked, then writes P from user space.  The user-space write must wait
@@ -1053,9 +1072,12 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 		v->g_pid = 0;
 	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S));
 	since_submit = v->t_write1 - v->t_submit;
-	ksft_print_msg("the submitter's own write returned after %.3f s, %.3f s after the read was submitted (delay %lu ms); read: %ld bytes, data in its page %s\n",
-		       v->t_write1 - v->t_write0, since_submit, self->delay_ms,
-		       v->io_res, v->io_bad < 0 ? "ok" : "lost");
+	ksft_print_msg("the submitter's own write returned after %.3f s, ",
+		       v->t_write1 - v->t_write0);
+	printf("%.3f s after the read was submitted (delay %lu ms); "
+	       "read: %ld bytes, data in its page %s\n",
+	       since_submit, self->delay_ms,
+	       v->io_res, v->io_bad < 0 ? "ok" : "lost");
 	print_some("counters", &s0, &s1, lock_names);
 	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && kernel_pins_dio() &&
 	       v->io_bad < 0;
@@ -1063,13 +1085,14 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 		SKIP(return, WV_SKIP_WHY);
 	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
-		TH_LOG("the write did not wait for the read (lock_waits %+lld, lock_waits_self %+lld)",
+		TH_LOG(WV_NOWAIT_WHY,
 		       df_stats_delta(&s0, &s1, "lock_waits"),
 		       df_stats_delta(&s0, &s1, "lock_waits_self"));
 	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_waits"));
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
-	EXPECT_EQ(-1, v->io_bad) TH_LOG("the read's data is not in the writer's page (first bad byte %ld)",
-					v->io_bad);
+	EXPECT_EQ(-1, v->io_bad)
+		TH_LOG("the read's data is not in the writer's page (first bad byte %ld)",
+		       v->io_bad);
 }
 
 TEST_F_TIMEOUT(waiter, lock_timeout, 60)
@@ -1097,9 +1120,10 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	ASSERT_EQ(0, df_stats_read(&s1));
 	ASSERT_EQ(WV_WROTE, v->phase) TH_LOG("the write did not return within the delay + 5 s");
 	wrote = v->t_write1 - v->t_write0;
-	ksft_print_msg("lock_timeout_ms=%d: the write returned after %.3f s (read delay %lu ms), read still in flight: %s\n",
-		       LOCK_TIMEOUT_MS, wrote, self->delay_ms,
-		       in_flight ? "yes" : "no");
+	ksft_print_msg("lock_timeout_ms=%d: the write returned after %.3f s ",
+		       LOCK_TIMEOUT_MS, wrote);
+	printf("(read delay %lu ms), read still in flight: %s\n",
+	       self->delay_ms, in_flight ? "yes" : "no");
 	print_some("counters", &s0, &s1, lock_names);
 	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && wrote < 0.1 &&
 	       kernel_pins_dio();
@@ -1151,7 +1175,8 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	print_some("300 ms into the write", &s0, &s1, lock_names);
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
-	ASSERT_TRUE(blocked) TH_LOG("the write to the COW-shared page did not wait for the read in flight");
+	ASSERT_TRUE(blocked)
+		TH_LOG("the write to the COW-shared page did not wait for the read in flight");
 	ASSERT_FALSE(v->io_done) TH_LOG("read completed within 300 ms: no delay?");
 
 	kmsg("rmmod_waiter: rmmod diofork with a fault waiting\n");
@@ -1164,10 +1189,13 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	     usleep(1000))
 		;
 	io_end = v->t_submit + self->delay_ms / 1000.0;
-	ksft_print_msg("rmmod: %s after %.3f s (returned %+.3f s from the end of the read's delay); the write %s %.3f s after rmmod began\n",
-		       rm == 0 ? "unloaded" : strerror(rm), t_rm, t_rm0 + t_rm - io_end,
-		       v->phase == WV_WROTE ? "returned" : "had not returned",
-		       (v->phase == WV_WROTE ? v->t_write1 : df_now()) - t_rm0);
+	ksft_print_msg("rmmod: %s after %.3f s ",
+		       rm == 0 ? "unloaded" : strerror(rm), t_rm);
+	printf("(returned %+.3f s from the end of the read's delay); "
+	       "the write %s %.3f s after rmmod began\n",
+	       t_rm0 + t_rm - io_end,
+	       v->phase == WV_WROTE ? "returned" : "had not returned",
+	       (v->phase == WV_WROTE ? v->t_write1 : df_now()) - t_rm0);
 	EXPECT_EQ(0, rm) TH_LOG("rmmod diofork: %s", strerror(rm));
 	EXPECT_EQ(WV_WROTE, v->phase) TH_LOG("the waiting write did not complete after rmmod");
 	ret = df_wait_bounded(self->w_pid, &status, 5);
@@ -1184,9 +1212,11 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 	if (!ret)
 		v->g_pid = 0;
 	/* unprotected once the wait was cancelled: the data may be in G's page */
-	ksft_print_msg("read done %.3f s after submission: %ld bytes; data in the writer's page: %s\n",
+	ksft_print_msg("read done %.3f s after submission: %ld bytes; "
+		       "data in the writer's page: %s\n",
 		       v->t_io_done - v->t_submit, v->io_res,
-		       v->io_bad < 0 ? "ok" : "not there (the COW went ahead once the wait was cancelled)");
+		       v->io_bad < 0 ? "ok" :
+		       "not there (the COW went ahead once the wait was cancelled)");
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 
 	if (!self->unloaded)
