@@ -105,11 +105,10 @@ void diofork_mode_exit(void);
 enum diofork_stat {
 	/* monotonic: "reset" zeroes these */
 	DIOFORK_STAT_DIO_SUBMITTED_READ,
-	DIOFORK_STAT_DIO_SUBMITTED_WRITE,
 	DIOFORK_STAT_DIO_COMPLETED_READ,
-	DIOFORK_STAT_DIO_COMPLETED_WRITE,
 	DIOFORK_STAT_DIO_PAGES_SUBMITTED,
 	DIOFORK_STAT_DIO_SKIPPED_BVEC,
+	DIOFORK_STAT_DIO_SKIPPED_WRITE,
 	DIOFORK_STAT_DIO_KERNEL_PINNED,
 	DIOFORK_STAT_FORKS,
 	DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT,
@@ -136,8 +135,6 @@ enum diofork_stat {
 	DIOFORK_NR_MONOTONIC,
 	/* gauges: never reset, summed across CPUs */
 	DIOFORK_STAT_DIO_INFLIGHT = DIOFORK_NR_MONOTONIC,
-	DIOFORK_STAT_DIO_INFLIGHT_READ,
-	DIOFORK_STAT_DIO_INFLIGHT_WRITE,
 	DIOFORK_STAT_DIO_PAGES_INFLIGHT,
 	DIOFORK_NR_STATS,
 };
@@ -194,10 +191,9 @@ void diofork_wait_show_hist(struct seq_file *m, struct diofork_wait *w);
 /* ---- the in-flight table (track.c) -------------------------------------- */
 
 enum diofork_io_flags {
-	DIOFORK_IO_WRITE	= 1U << 0,	/* memory to device */
-	DIOFORK_IO_KPINNED	= 1U << 1,	/* the kernel pinned the pages */
-	DIOFORK_IO_FORK_RACED	= 1U << 2,	/* a fork overlapped our GUP */
-	DIOFORK_IO_CACHED	= 1U << 3,	/* from io_cache.c's size class */
+	DIOFORK_IO_KPINNED	= 1U << 0,	/* the kernel pinned the pages */
+	DIOFORK_IO_FORK_RACED	= 1U << 1,	/* a fork overlapped our GUP */
+	DIOFORK_IO_CACHED	= 1U << 2,	/* from io_cache.c's size class */
 };
 
 /* One page a tracked DIO targets, hashed by pfn. */
@@ -207,7 +203,10 @@ struct diofork_page_ref {
 	struct diofork_io *io;
 };
 
-/* One tracked bio, from page acquisition until its pages are released. */
+/*
+ * One tracked bio (a read: device to memory), from page acquisition until
+ * its pages are released.
+ */
 struct diofork_io {
 	struct hlist_node bio_node;
 	struct rcu_head rcu;

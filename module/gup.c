@@ -139,6 +139,9 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 	 */
 	if (!pol || !pol->gup_enter || within_module(parent_ip, THIS_MODULE))
 		return;
+	/* most callers have no slot: look before touching the shared count */
+	if (!diofork_gup_slot_find())
+		return;
 	/*
 	 * Counted before the slot is looked up and before the jump: the sweep
 	 * invalidates slots, then waits for this count to drain, so it either

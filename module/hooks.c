@@ -70,6 +70,11 @@ static int diofork_gp_entry(struct kretprobe_instance *ri,
 		return 1;
 	}
 	d->bio = (struct bio *)regs_get_kernel_argument(regs, 0);
+	if (op_is_write(bio_op(d->bio))) {
+		/* the device reads the page: COW can not lose it (track.c) */
+		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_WRITE);
+		return 1;
+	}
 	d->vcnt = d->bio->bi_vcnt;
 	d->seq = diofork_mm_wp_seq(current->mm);
 	d->slot = NULL;
@@ -129,6 +134,10 @@ static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
 	if (!current->mm || (current->flags & PF_KTHREAD) ||
 	    diofork_bio_no_page_ref(bio))
 		return 0;
+	if (op_is_write(bio_op(bio))) {
+		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_WRITE);
+		return 0;
+	}
 	/* pages were taken before this point: no fork-race check here */
 	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL, 0);
 	return 0;

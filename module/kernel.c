@@ -17,8 +17,7 @@ bool diofork_kernel_has_extract_pages;
 void diofork_kernel_report(struct seq_file *m)
 {
 	long pinned = diofork_stat_read_raw(DIOFORK_STAT_DIO_KERNEL_PINNED);
-	long total = diofork_stat_read_raw(DIOFORK_STAT_DIO_SUBMITTED_READ) +
-		     diofork_stat_read_raw(DIOFORK_STAT_DIO_SUBMITTED_WRITE);
+	long total = diofork_stat_read_raw(DIOFORK_STAT_DIO_SUBMITTED_READ);
 	const char *verdict;
 
 	if (!total)

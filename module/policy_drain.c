@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * drain: fork() of a process with DIO in flight waits for that DIO, and
- * no new DIO of that process takes its pages while fork copies.
+ * drain: fork() of a process with DIO reads in flight waits for them, and
+ * no new DIO read of that process takes its pages while fork copies.
+ * (Writes are not tracked, so fork never waits for them: see track.c.)
  *
  * The man page's advice ("such I/Os should be completed before fork is
  * called"), enforced for applications that don't follow it.  Two halves,

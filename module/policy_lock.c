@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * lock: a COW fault on a page with DIO in flight waits for the IO.
+ * lock: a COW fault on a page with a DIO read in flight waits for the IO
+ * (writes are not tracked: COW can not lose them, see track.c).
  *
  * This is the lock_page()-in-the-DIO-path idea that Linux dropped as too
  * slow, done with our own table instead of the page lock: a write fault in

@@ -21,8 +21,10 @@
  * accounted in /proc/vmstat nr_foll_pin_*.  Nothing is wrapped: the
  * original get_user_pages_fast() is never called from here.
  *
- * Not pinned: pages that are not anonymous (MAP_SHARED, shmem: fork does not
- * copy them), io_uring registered buffers (not user-backed iterators: never
+ * Not pinned: DIO writes (the device reads the page, and COW never changes
+ * the bytes of the page it leaves behind: nothing to protect, see track.c),
+ * pages that are not anonymous (MAP_SHARED, shmem: fork does not copy
+ * them), io_uring registered buffers (not user-backed iterators: never
  * reach here).  MADV_DONTFORK ranges are pinned like any other: fork skips
  * their VMA, so the pin costs only itself.  Looking the VMA up to skip them
  * took the mmap lock and walked the maple tree on every DIO, about 1.3 us

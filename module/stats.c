@@ -17,11 +17,10 @@
 
 static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_DIO_SUBMITTED_READ]	= "dio_submitted_read",
-	[DIOFORK_STAT_DIO_SUBMITTED_WRITE]	= "dio_submitted_write",
 	[DIOFORK_STAT_DIO_COMPLETED_READ]	= "dio_completed_read",
-	[DIOFORK_STAT_DIO_COMPLETED_WRITE]	= "dio_completed_write",
 	[DIOFORK_STAT_DIO_PAGES_SUBMITTED]	= "dio_pages_submitted",
 	[DIOFORK_STAT_DIO_SKIPPED_BVEC]		= "dio_skipped_bvec",
+	[DIOFORK_STAT_DIO_SKIPPED_WRITE]	= "dio_skipped_write",
 	[DIOFORK_STAT_DIO_KERNEL_PINNED]	= "dio_kernel_pinned",
 	[DIOFORK_STAT_FORKS]			= "forks",
 	[DIOFORK_STAT_FORKS_WITH_DIO_INFLIGHT]	= "forks_with_dio_inflight",
@@ -46,8 +45,6 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_DRAIN_ALLOC_FAILURES]	= "drain_alloc_failures",
 	[DIOFORK_STAT_DRAIN_DIO_HELD_OFF]	= "drain_dio_held_off",
 	[DIOFORK_STAT_DIO_INFLIGHT]		= "dio_inflight",
-	[DIOFORK_STAT_DIO_INFLIGHT_READ]	= "dio_inflight_read",
-	[DIOFORK_STAT_DIO_INFLIGHT_WRITE]	= "dio_inflight_write",
 	[DIOFORK_STAT_DIO_PAGES_INFLIGHT]	= "dio_pages_inflight",
 };
 

@@ -4,6 +4,13 @@
  * from the moment the DIO path takes its page references until it releases
  * them.
  *
+ * Only reads are tracked (device to memory).  A DIO write reads its pages;
+ * a COW fault never changes the bytes of the page it leaves behind (6.1
+ * copies any anonymous page with an extra reference, in parent and child
+ * alike), so the device reads what was there at submit.  The hooks count
+ * write bios (dio_skipped_write) and make no record for them: a write
+ * costs the hooks' entry and nothing else, in every mode.
+ *
  * Two hash tables, both with one spinlock per bucket (never a global lock)
  * and RCU for readers:
  *   - by bio pointer, so the release hook finds the record;
@@ -124,11 +131,7 @@ static void diofork_io_fill_pages(struct diofork_io *io, const struct bio *bio,
 
 static void diofork_io_account(const struct diofork_io *io, int sign)
 {
-	bool write = io->flags & DIOFORK_IO_WRITE;
-
 	diofork_stat_add(DIOFORK_STAT_DIO_INFLIGHT, sign);
-	diofork_stat_add(write ? DIOFORK_STAT_DIO_INFLIGHT_WRITE :
-				 DIOFORK_STAT_DIO_INFLIGHT_READ, sign);
 	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_INFLIGHT,
 			 sign * (long)io->nr_pages);
 }
@@ -154,9 +157,7 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 	if (forced)
 		diofork_stat_inc(DIOFORK_STAT_TRACK_FORCED_RELEASE);
 	else
-		diofork_stat_inc(io->flags & DIOFORK_IO_WRITE ?
-				 DIOFORK_STAT_DIO_COMPLETED_WRITE :
-				 DIOFORK_STAT_DIO_COMPLETED_READ);
+		diofork_stat_inc(DIOFORK_STAT_DIO_COMPLETED_READ);
 	atomic_dec(diofork_mm_count(io->mm));
 
 	/* pairs with the barrier in diofork_track_wait_event() */
@@ -224,11 +225,21 @@ static bool diofork_bio_hashed(const struct bio *bio)
 	return found;
 }
 
-/* The record was hashed before the bio was submitted: no lock to miss it. */
+/*
+ * The record was hashed before the bio was submitted: no lock to miss it.
+ * A write bio has no record of its own: one found under it belongs to a read
+ * that reached the allocator through a path we do not hook (stale).
+ */
 void diofork_track_release(const struct bio *bio)
 {
-	if (diofork_bio_hashed(bio))
-		diofork_unhash_bio(bio, false);
+	if (!diofork_bio_hashed(bio))
+		return;
+	if (op_is_write(bio_op(bio))) {
+		if (diofork_unhash_bio(bio, true))
+			diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
+		return;
+	}
+	diofork_unhash_bio(bio, false);
 }
 
 /*
@@ -415,8 +426,8 @@ struct page **diofork_io_pin_room(struct diofork_io *io)
 }
 
 /*
- * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, which the DIO path
- * has just taken.  If @wp_seq is given it is mm->write_protect_seq sampled
+ * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, a read, which the
+ * DIO path has just taken.  If @wp_seq is given it is mm->write_protect_seq sampled
  * before the pages were taken: a fork() that overlapped the window may have
  * shared a page before we could see it, and the record says so.  The record
  * has room for @room_pinned page pointers (diofork_io_pin_room()), so that
@@ -455,17 +466,13 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	io->room_pinned = room_pinned;
 	io->nr_pages = nr;
 	io->flags &= DIOFORK_IO_CACHED;	/* set by diofork_io_alloc() */
-	if (op_is_write(bio_op(bio)))
-		io->flags |= DIOFORK_IO_WRITE;
 	if (kernel_pinned)
 		io->flags |= DIOFORK_IO_KPINNED;
 	diofork_io_fill_pages(io, bio, first_vec);
 
 	atomic_inc(diofork_mm_count(io->mm));
 	diofork_io_account(io, 1);
-	diofork_stat_inc(io->flags & DIOFORK_IO_WRITE ?
-			 DIOFORK_STAT_DIO_SUBMITTED_WRITE :
-			 DIOFORK_STAT_DIO_SUBMITTED_READ);
+	diofork_stat_inc(DIOFORK_STAT_DIO_SUBMITTED_READ);
 	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_SUBMITTED, nr);
 	if (kernel_pinned)
 		diofork_stat_inc(DIOFORK_STAT_DIO_KERNEL_PINNED);

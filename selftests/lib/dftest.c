@@ -302,8 +302,6 @@ char *df_stats_deltas(char *buf, size_t size, const char *tag,
 static bool df_gauges_zero(const struct df_stats *st)
 {
 	return !df_stats_val(st, "dio_inflight") &&
-	       !df_stats_val(st, "dio_inflight_read") &&
-	       !df_stats_val(st, "dio_inflight_write") &&
 	       !df_stats_val(st, "dio_pages_inflight");
 }
 

@@ -105,7 +105,7 @@ char *df_stats_deltas(char *buf, size_t size, const char *tag,
 		      const char *const *names);
 /*
  * Poll the stats (every 10 ms) until the in-flight gauges (dio_inflight,
- * dio_inflight_read, dio_inflight_write, dio_pages_inflight) are 0: a
+ * dio_pages_inflight) are 0: a
  * completion may release its pages a moment after the syscall returned.
  * 0, -ETIMEDOUT after timeout s (st holds the last reading) or -errno from
  * the read.
