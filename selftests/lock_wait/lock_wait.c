@@ -67,6 +67,14 @@
  *    lock_timeout     lock_timeout_ms=200: the write returns after about
  *                     200 ms (0.15 to 1.0 s), with the read still in
  *                     flight, and lock_timeouts increments.  Restored to 0.
+ *    dio_write_no_wait  a slow libaio O_DIRECT write from P (dm-delay delays
+ *                     writes too), fork, W stores into P, then G overwrites
+ *                     its view of P: writes are not tracked (COW can not
+ *                     lose them), so the store returns with the write still
+ *                     in flight, lock_waits and cow_on_dio_page* stay put,
+ *                     dio_skipped_write +1, and the device gets the bytes
+ *                     submitted (W's stored byte may reach it on a kernel
+ *                     whose fork copies pinned pages for the child).
  *    rmmod_waiter     rmmod diofork while the write waits (runs last): rmmod
  *                     returns within 30 s, the write completes, the writer
  *                     exits 0, the read completes; insmod $DIOFORK_KO, mode
@@ -114,6 +122,10 @@
 #define DM_BASE_SECTOR	(1ULL << 21)	/* 1 GiB into DEV1 */
 #define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
 #define LOCK_TIMEOUT_MS	200
+#define WD_OFF		(512UL << 10)	/* dio_write_no_wait: byte offset on the dm device */
+#define WD_FILL		0xc3		/* P as submitted */
+#define WD_STORE	0xee		/* W's store after fork */
+#define WD_CHILD_FILL	0x77		/* G's writes to its view of P */
 
 /* A marker in the kernel log, to line the console log up with the test. */
 #define kmsg(fmt, ...)	df_kmsg("lock_wait: " fmt, ##__VA_ARGS__)
@@ -663,6 +675,7 @@ struct wv {
 	volatile pid_t s_pid, g_pid;
 	volatile double t_submit, t_inflight, t_write0, t_write1, t_io_done;
 	volatile int io_done;
+	volatile int done_at_write;	/* dio_write: complete when W's store returned */
 	volatile long io_res;		/* bytes, or -errno */
 	volatile long io_bad;		/* offset of the first bad byte, or -1 */
 };
@@ -825,6 +838,78 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 	return 0;
 }
 
+/*
+ * W, dio_write_no_wait: W submits a slow libaio O_DIRECT write from P
+ * (dm-delay delays writes as it delays reads), forks G, stores the last
+ * byte of P (a COW fault on 6.1), then lets G overwrite its whole view of
+ * P (G's own COW) and exit, all while the write is in flight; then reaps
+ * the write.
+ */
+static int wv_writer_dio_write(struct wv *v, const char *dev, double delay)
+{
+	struct timespec ts = { .tv_sec = (time_t)delay + 10 }, now = { 0 };
+	struct iocb cb, *cbp = &cb;
+	io_context_t ctx = 0;
+	struct io_event ev;
+	unsigned char *page;
+	int fd, ret, p[2];
+	pid_t pid;
+	char c = 0;
+
+	page = df_map_anon(PAGE_SZ, false);
+	if (!page)
+		return wv_fail(v, ENOMEM);
+	memset(page, WD_FILL, PAGE_SZ);
+	fd = open(dev, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return wv_fail(v, errno);
+	ret = io_setup(1, &ctx);
+	if (ret)
+		return wv_fail(v, -ret);
+	io_prep_pwrite(&cb, fd, page, PAGE_SZ, WD_OFF);
+	v->t_submit = df_now();
+	/* the bio is queued in dm-delay when io_submit() returns */
+	ret = io_submit(ctx, 1, &cbp);
+	if (ret != 1)
+		return wv_fail(v, ret < 0 ? -ret : EIO);
+	if (pipe2(p, O_CLOEXEC))
+		return wv_fail(v, errno);
+	pid = fork();
+	if (pid < 0)
+		return wv_fail(v, errno);
+	if (pid == 0) {
+		close(p[1]);
+		close(fd);
+		while (read(p[0], &c, 1) < 0 && errno == EINTR)
+			;
+		memset(page, WD_CHILD_FILL, PAGE_SZ);
+		_exit(0);
+	}
+	v->g_pid = pid;
+	close(p[0]);
+	v->phase = WV_FORKED;
+
+	v->t_write0 = df_now();
+	v->phase = WV_WRITING;
+	page[PAGE_SZ - 1] = WD_STORE;
+	v->t_write1 = df_now();
+	v->done_at_write = io_getevents(ctx, 0, 1, &ev, &now) == 1;
+	v->phase = WV_WROTE;
+	if (write(p[1], &c, 1) != 1)
+		return wv_fail(v, errno);
+	close(p[1]);
+	if (waitpid(pid, NULL, 0) != pid)
+		return wv_fail(v, errno);
+	v->g_pid = 0;
+
+	ret = v->done_at_write ? 1 : io_getevents(ctx, 1, 1, &ev, &ts);
+	v->t_io_done = df_now();
+	v->io_res = ret == 1 ? (long)ev.res : ret < 0 ? ret : -ETIMEDOUT;
+	v->io_done = 1;
+	io_destroy(ctx);
+	return 0;
+}
+
 FIXTURE(waiter) {
 	struct wv *v;
 	pid_t w_pid;
@@ -911,7 +996,9 @@ FIXTURE_TEARDOWN(waiter)
  * Start W; return once its write has begun (0), or W failed (-1).  Then
  * give the fault 300 ms: true if the write is still blocked.
  */
-static int wv_start(FIXTURE_DATA(waiter) *self, bool own_aio)
+enum wv_kind { WV_READER, WV_OWN_AIO, WV_DIO_WRITE };
+
+static int wv_start(FIXTURE_DATA(waiter) *self, enum wv_kind kind)
 {
 	struct wv *v = self->v;
 	double end;
@@ -923,9 +1010,13 @@ static int wv_start(FIXTURE_DATA(waiter) *self, bool own_aio)
 	self->w_pid = fork();
 	if (self->w_pid < 0)
 		return -1;
-	if (self->w_pid == 0)
-		_exit(own_aio ? wv_writer_aio(v, self->dev, self->delay_ms / 1000.0) :
-				wv_writer(v, self->dev));
+	if (self->w_pid == 0) {
+		double delay = self->delay_ms / 1000.0;
+
+		_exit(kind == WV_OWN_AIO ? wv_writer_aio(v, self->dev, delay) :
+		      kind == WV_DIO_WRITE ? wv_writer_dio_write(v, self->dev, delay) :
+		      wv_writer(v, self->dev));
+	}
 	for (end = df_now() + 10; v->phase < WV_WRITING; usleep(1000)) {
 		if (df_now() > end)
 			return -1;
@@ -976,7 +1067,7 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	h0 = df_hist_count("lock_wait_hist");
 	kmsg("sigkill_waiter: read delay %lu ms\n", self->delay_ms);
-	ret = wv_start(self, false);
+	ret = wv_start(self, WV_READER);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
 				 strerror(v->err));
 	blocked = wv_blocked(self, &skip);
@@ -1056,7 +1147,7 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("own_aio_write: read delay %lu ms\n", self->delay_ms);
-	ret = wv_start(self, true);
+	ret = wv_start(self, WV_OWN_AIO);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
 				 strerror(v->err));
 	for (end = df_now() + self->delay_ms / 1000.0 + 5;
@@ -1110,7 +1201,7 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("lock_timeout: %d ms, read delay %lu ms\n", LOCK_TIMEOUT_MS,
 	     self->delay_ms);
-	ret = wv_start(self, false);
+	ret = wv_start(self, WV_READER);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
 				 strerror(v->err));
 	for (end = df_now() + self->delay_ms / 1000.0 + 5;
@@ -1150,6 +1241,66 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	EXPECT_EQ(0, knob);
 }
 
+/*
+ * A DIO write is not tracked (COW can not lose it): a store into its page
+ * after fork does not wait, and the device gets the bytes submitted.
+ */
+TEST_F_TIMEOUT(waiter, dio_write_no_wait, 60)
+{
+	struct wv *v = self->v;
+	struct df_stats s0, s1;
+	unsigned char *buf;
+	long bad = -1;
+	size_t i;
+	int ret, status, fd;
+
+	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
+	kmsg("dio_write_no_wait: write delay %lu ms\n", self->delay_ms);
+	ret = wv_start(self, WV_DIO_WRITE);
+	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
+				 strerror(v->err));
+	ret = df_wait_bounded(self->w_pid, &status, self->delay_ms / 1000.0 + 15);
+	ASSERT_EQ(0, ret) TH_LOG("writer not done within the delay + 15 s: stuck IO");
+	self->w_pid = -1;
+	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
+		TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
+		       strerror(v->err));
+	ASSERT_EQ(0, df_wait_idle(&s1, IDLE_TIMEOUT_S));
+
+	/* what reached the device, read past dm-delay */
+	fd = df_blkdev_open(df_dev_path(1), NULL, NULL);
+	buf = df_map_anon(PAGE_SZ, false);
+	ASSERT_LE(0, fd);
+	ASSERT_NE(NULL, buf);
+	ASSERT_EQ((ssize_t)PAGE_SZ,
+		  pread(fd, buf, PAGE_SZ, DM_BASE_SECTOR * 512 + WD_OFF));
+	close(fd);
+	/* W's own store may reach it (6.12: fork copied P for G), nothing else */
+	for (i = 0; i < PAGE_SZ - 1 && bad < 0; i++)
+		if (buf[i] != WD_FILL)
+			bad = (long)i;
+	ksft_print_msg("the store into the write's page returned after %.3f s, ",
+		       v->t_write1 - v->t_write0);
+	printf("the write in flight then: %s; ", v->done_at_write ? "no" : "yes");
+	printf("write done %.3f s after submission: %ld bytes; ",
+	       v->t_io_done - v->t_submit, v->io_res);
+	printf("on the device: %s, last byte 0x%02x\n",
+	       bad < 0 ? "the bytes submitted" : "other bytes", buf[PAGE_SZ - 1]);
+	print_some("counters", &s0, &s1, lock_names);
+	EXPECT_FALSE(v->done_at_write)
+		TH_LOG("the store waited for the DIO write (or the write was not delayed)");
+	EXPECT_EQ((long)PAGE_SZ, v->io_res);
+	EXPECT_EQ(-1, bad) TH_LOG("byte %ld on the device is 0x%02x, not 0x%02x",
+				  bad, bad < 0 ? 0 : buf[bad], WD_FILL);
+	EXPECT_TRUE(buf[PAGE_SZ - 1] == WD_FILL || buf[PAGE_SZ - 1] == WD_STORE);
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_waits"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "cow_on_dio_page_child"));
+	EXPECT_EQ(1, df_stats_delta(&s0, &s1, "dio_skipped_write"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "dio_submitted_read"));
+	munmap(buf, PAGE_SZ);
+}
+
 /* Last: it unloads and reloads the module. */
 TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 {
@@ -1167,7 +1318,7 @@ TEST_F_TIMEOUT(waiter, rmmod_waiter, 120)
 		     df_ko_path(), strerror(errno));
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("rmmod_waiter: read delay %lu ms\n", self->delay_ms);
-	ret = wv_start(self, false);
+	ret = wv_start(self, WV_READER);
 	ASSERT_EQ(0, ret) TH_LOG("writer failed in phase %s: %s", wv_phases[v->err_at],
 				 strerror(v->err));
 	blocked = wv_blocked(self, &skip);
