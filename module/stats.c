@@ -38,7 +38,6 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_LOCK_WAITS_SELF]		= "lock_waits_self",
 	[DIOFORK_STAT_LOCK_TIMEOUTS]		= "lock_timeouts",
 	[DIOFORK_STAT_LOCK_ABORTED]		= "lock_aborted",
-	[DIOFORK_STAT_LOCK_ALLOC_FAILURES]	= "lock_alloc_failures",
 	[DIOFORK_STAT_DRAIN_FORKS_WAITED]	= "drain_forks_waited",
 	[DIOFORK_STAT_DRAIN_TIMEOUTS]		= "drain_timeouts",
 	[DIOFORK_STAT_DRAIN_ABORTED]		= "drain_aborted",

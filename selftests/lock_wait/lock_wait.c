@@ -145,8 +145,8 @@ static void print_some(const char *tag, const struct df_stats *a,
 
 static const char *const lock_names[] = {
 	"lock_waits", "lock_waits_self", "lock_timeouts", "lock_aborted",
-	"lock_alloc_failures", "cow_on_dio_page", "cow_on_dio_page_child",
-	"dio_submitted_read", "dio_completed_read", "forks",
+	"cow_on_dio_page", "cow_on_dio_page_child", "dio_submitted_read",
+	"dio_completed_read", "dio_skipped_write", "forks",
 	"forks_with_dio_inflight", NULL,
 };
 
