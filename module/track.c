@@ -235,7 +235,8 @@ void diofork_track_release(const struct bio *bio)
 	if (!diofork_bio_hashed(bio))
 		return;
 	if (op_is_write(bio_op(bio))) {
-		if (diofork_unhash_bio(bio, true))
+		/* counted as submit counts a stale record: retired, and stale */
+		if (diofork_unhash_bio(bio, false))
 			diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 		return;
 	}
@@ -427,11 +428,11 @@ struct page **diofork_io_pin_room(struct diofork_io *io)
 
 /*
  * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, a read, which the
- * DIO path has just taken.  If @wp_seq is given it is mm->write_protect_seq sampled
- * before the pages were taken: a fork() that overlapped the window may have
- * shared a page before we could see it, and the record says so.  The record
- * has room for @room_pinned page pointers (diofork_io_pin_room()), so that
- * pin needs no allocation of its own.
+ * DIO path has just taken.  If @wp_seq is given it is mm->write_protect_seq
+ * sampled before the pages were taken: a fork() that overlapped the window
+ * may have shared a page before we could see it, and the record says so.
+ * The record has room for @room_pinned page pointers
+ * (diofork_io_pin_room()), so that pin needs no allocation of its own.
  */
 struct diofork_io *diofork_track_bio(const struct bio *bio,
 				     unsigned int first_vec, bool kernel_pinned,
