@@ -719,23 +719,16 @@ static int wv_fail(struct wv *v, int err)
 }
 
 /*
- * The rest of W once the read into P is submitted (by S or by W itself):
- * until the module tracks it (or *done, if not NULL, says it completed),
- * then fork G, with which P is now COW-shared (G closes fd and waits for
- * W's pipe to close), then write *byte of P: the COW fault.  0, or 1 as
+ * Fork G, with which P is now COW-shared: G closes fd and waits until W
+ * writes to or closes *wfd, W's end of a pipe; then, if @fill is not NULL,
+ * G overwrites its view of P there (G's own COW) and exits.  0, or 1 as
  * wv_fail().
  */
-static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
-			 volatile unsigned char *byte)
+static int wv_fork_g(struct wv *v, int fd, unsigned char *fill, int *wfd)
 {
-	int p[2], ret;
+	int p[2];
 	pid_t pid;
 	char c;
-
-	ret = df_wait_inflight(1, 5, done, NULL);
-	if (ret)
-		return wv_fail(v, -ret);
-	v->t_inflight = df_now();
 
 	if (pipe2(p, O_CLOEXEC))
 		return wv_fail(v, errno);
@@ -747,16 +740,46 @@ static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
 		close(fd);
 		while (read(p[0], &c, 1) < 0 && errno == EINTR)
 			;
+		if (fill)
+			memset(fill, WD_CHILD_FILL, PAGE_SZ);
 		_exit(0);
 	}
 	v->g_pid = pid;
 	close(p[0]);
+	*wfd = p[1];
 	v->phase = WV_FORKED;
+	return 0;
+}
 
+/* W stores into P after the fork: the COW fault, timed. */
+static void wv_store(struct wv *v, volatile unsigned char *byte,
+		     unsigned char val)
+{
 	v->t_write0 = df_now();
 	v->phase = WV_WRITING;
-	*byte = 0xee;		/* the COW fault */
+	*byte = val;
 	v->t_write1 = df_now();
+}
+
+/*
+ * The rest of W once the read into P is submitted (by S or by W itself):
+ * until the module tracks it (or *done, if not NULL, says it completed),
+ * then fork G (which waits for W's pipe to close), then write *byte of P:
+ * the COW fault.  0, or 1 as wv_fail().
+ */
+static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
+			 volatile unsigned char *byte)
+{
+	int ret, wfd;
+
+	ret = df_wait_inflight(1, 5, done, NULL);
+	if (ret)
+		return wv_fail(v, -ret);
+	v->t_inflight = df_now();
+
+	if (wv_fork_g(v, fd, NULL, &wfd))
+		return 1;
+	wv_store(v, byte, 0xee);
 	v->phase = WV_WROTE;
 	return 0;
 }
@@ -852,8 +875,7 @@ static int wv_writer_dio_write(struct wv *v, const char *dev, double delay)
 	io_context_t ctx = 0;
 	struct io_event ev;
 	unsigned char *page;
-	int fd, ret, p[2];
-	pid_t pid;
+	int fd, ret, wfd;
 	char c = 0;
 
 	page = df_map_anon(PAGE_SZ, false);
@@ -872,33 +894,16 @@ static int wv_writer_dio_write(struct wv *v, const char *dev, double delay)
 	ret = io_submit(ctx, 1, &cbp);
 	if (ret != 1)
 		return wv_fail(v, ret < 0 ? -ret : EIO);
-	if (pipe2(p, O_CLOEXEC))
-		return wv_fail(v, errno);
-	pid = fork();
-	if (pid < 0)
-		return wv_fail(v, errno);
-	if (pid == 0) {
-		close(p[1]);
-		close(fd);
-		while (read(p[0], &c, 1) < 0 && errno == EINTR)
-			;
-		memset(page, WD_CHILD_FILL, PAGE_SZ);
-		_exit(0);
-	}
-	v->g_pid = pid;
-	close(p[0]);
-	v->phase = WV_FORKED;
-
-	v->t_write0 = df_now();
-	v->phase = WV_WRITING;
-	page[PAGE_SZ - 1] = WD_STORE;
-	v->t_write1 = df_now();
+	if (wv_fork_g(v, fd, page, &wfd))
+		return 1;
+	wv_store(v, page + PAGE_SZ - 1, WD_STORE);
 	v->done_at_write = io_getevents(ctx, 0, 1, &ev, &now) == 1;
 	v->phase = WV_WROTE;
-	if (write(p[1], &c, 1) != 1)
+	/* G's turn, while the write is still in flight */
+	if (write(wfd, &c, 1) != 1)
 		return wv_fail(v, errno);
-	close(p[1]);
-	if (waitpid(pid, NULL, 0) != pid)
+	close(wfd);
+	if (waitpid(v->g_pid, NULL, 0) != v->g_pid)
 		return wv_fail(v, errno);
 	v->g_pid = 0;
 
