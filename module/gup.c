@@ -139,11 +139,14 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 	 */
 	if (!pol || !pol->gup_enter || within_module(parent_ip, THIS_MODULE))
 		return;
-	/* most callers have no slot: look before touching the shared count */
+	/*
+	 * Most callers have no slot: a first, uncounted look spares them the
+	 * shared count.  It decides nothing; the look that counts comes next.
+	 */
 	if (!diofork_gup_slot_find())
 		return;
 	/*
-	 * Counted before the slot is looked up and before the jump: the sweep
+	 * Counted before the deciding look and before the jump: the sweep
 	 * invalidates slots, then waits for this count to drain, so it either
 	 * sees us or we miss the slot.
 	 */
