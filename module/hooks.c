@@ -2,13 +2,16 @@
 /*
  * The hook table: every place diofork attaches to the kernel, in one list.
  *
- * The hooks are kprobes on function entry (a kretprobe for the page
- * acquisition), which the kernel runs through ftrace, and one plain ftrace
- * handler for the release, which must not be skipped when it nests.  Their handlers run with
- * preemption disabled, never sleep and never call the probed function, so
- * there is nothing to wrap and no indirect call into unexported code (Debian
- * 6.12 has IBT).  unregister_k*probe() waits for running handlers, so once
- * a hook is removed no CPU is inside its handler.
+ * Fork and the COW fault are kprobes on function entry, which the kernel
+ * runs through ftrace, so that a policy can send the caller to a stand-in.
+ * The page acquisition is a kretprobe.  The release and the legacy submit
+ * are plain ftrace handlers that only read their argument: no kprobe
+ * dispatch, no register save, and the release is not skipped when it
+ * nests (kprobes do not nest).  Every handler runs with preemption
+ * disabled, never sleeps and never calls the hooked function, so there is
+ * nothing to wrap and no indirect call into unexported code (Debian 6.12
+ * has IBT).  Unregistering a kprobe or an ftrace_ops waits for running
+ * handlers, so once a hook is removed no CPU is inside its handler.
  *
  * Hooks are installed when a mode first needs them, all or nothing for the
  * required ones, and removed at unload (see mode.c for why not sooner).
@@ -113,34 +116,38 @@ static void notrace diofork_release_ftrace(unsigned long ip,
 					   struct ftrace_ops *op,
 					   struct ftrace_regs *fregs)
 {
-	struct pt_regs *regs = ftrace_get_regs(fregs);
-
-	if (regs)
-		diofork_track_release((struct bio *)regs_get_kernel_argument(regs, 0));
+	diofork_track_release((struct bio *)diofork_fregs_arg0(fregs));
 }
 
 /* ---- legacy fs/direct-io.c (vfat): submit_bio(bio) --------------------- */
 
-static int diofork_legacy_submit_pre(struct kprobe *p, struct pt_regs *regs)
+/*
+ * Every bio in the system passes here, hence plain ftrace too: a kprobe
+ * would add its own dispatch and a full register save to each.
+ */
+static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
+						 unsigned long parent_ip,
+						 struct ftrace_ops *op,
+						 struct ftrace_regs *fregs)
 {
-	struct bio *bio = (struct bio *)regs_get_kernel_argument(regs, 0);
+	struct bio *bio = (struct bio *)diofork_fregs_arg0(fregs);
 	unsigned long end_io = (unsigned long)bio->bi_end_io;
 
 	if (end_io != diofork_legacy_end_io[0] &&
 	    end_io != diofork_legacy_end_io[1])
-		return 0;
+		return;
+	/* ftrace callbacks run with preemption disabled: an RCU reader */
 	if (!diofork_policy_get())
-		return 0;
+		return;
 	if (!current->mm || (current->flags & PF_KTHREAD) ||
 	    diofork_bio_no_page_ref(bio))
-		return 0;
+		return;
 	if (op_is_write(bio_op(bio))) {
 		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_WRITE);
-		return 0;
+		return;
 	}
 	/* pages were taken before this point: no fork-race check here */
 	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL, 0);
-	return 0;
 }
 
 /*
@@ -231,12 +238,19 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.is_ftrace = true,
 		.ops = {
 			.func = diofork_release_ftrace,
-			.flags = FTRACE_OPS_FL_SAVE_REGS |
+			.flags = DIOFORK_FTRACE_ARGS_FLAGS |
 				 FTRACE_OPS_FL_RECURSION,
 		},
 	},
-	DIOFORK_KPROBE(DIOFORK_HOOK_DIO_LEGACY, "submit_bio", false,
-		       diofork_legacy_submit_pre),
+	[DIOFORK_HOOK_DIO_LEGACY] = {
+		.symbol = "submit_bio",
+		.is_ftrace = true,
+		.ops = {
+			.func = diofork_legacy_submit_ftrace,
+			.flags = DIOFORK_FTRACE_ARGS_FLAGS |
+				 FTRACE_OPS_FL_RECURSION,
+		},
+	},
 	DIOFORK_KPROBE(DIOFORK_HOOK_FORK, "kernel_clone", true,
 		       diofork_fork_pre),
 	DIOFORK_KPROBE(DIOFORK_HOOK_COW, "do_wp_page", true,

@@ -87,15 +87,17 @@ static void diofork_io_cache_refill(struct rcu_head *rcu)
 }
 
 /*
- * A record of @size bytes, from any context.  Its flags say whether it
- * came from the cache's size class.  NULL if memory is short.
+ * A record of @size bytes.  Interrupts are off: the caller hashes the record
+ * in the same region (one enable per IO, not one per list and lock).  Its
+ * flags say whether it came from the cache's size class.  NULL if memory is
+ * short.
  */
 struct diofork_io *diofork_io_alloc(size_t size)
 {
 	struct diofork_io_cache *c;
 	struct diofork_io *io;
-	unsigned long flags;
 
+	lockdep_assert_irqs_disabled();
 	/* the size class the comment above counts on */
 	BUILD_BUG_ON(DIOFORK_CACHE_SIZE > 256);
 	if (size > DIOFORK_CACHE_SIZE) {
@@ -105,14 +107,12 @@ struct diofork_io *diofork_io_alloc(size_t size)
 		return io;
 	}
 
-	local_irq_save(flags);
 	c = this_cpu_ptr(&diofork_io_cache);
 	io = c->free;
 	if (io) {
 		c->free = io->next_free;
 		c->nr_free--;
 	}
-	local_irq_restore(flags);
 	if (!io)
 		io = kmalloc(DIOFORK_CACHE_SIZE, GFP_ATOMIC | __GFP_NOWARN);
 	if (io)
@@ -120,31 +120,31 @@ struct diofork_io *diofork_io_alloc(size_t size)
 	return io;
 }
 
-/* Free a retired record once no lookup can still see it.  Any context. */
+/*
+ * Free a retired record once no lookup can still see it.  Interrupts are
+ * off, as for diofork_io_alloc().
+ */
 void diofork_io_free(struct diofork_io *io)
 {
-	struct diofork_io *batch = NULL;
+	struct diofork_io *batch;
 	struct diofork_io_cache *c;
-	unsigned long flags;
 
+	lockdep_assert_irqs_disabled();
 	if (!(io->flags & DIOFORK_IO_CACHED)) {
 		kfree_rcu(io, rcu);
 		return;
 	}
 
-	local_irq_save(flags);
 	c = this_cpu_ptr(&diofork_io_cache);
 	io->next_free = c->retired;
 	c->retired = io;
-	if (++c->nr_retired == DIOFORK_CACHE_BATCH) {
-		batch = c->retired;
-		c->retired = NULL;
-		c->nr_retired = 0;
-	}
-	local_irq_restore(flags);
+	if (++c->nr_retired < DIOFORK_CACHE_BATCH)
+		return;
+	batch = c->retired;
+	c->retired = NULL;
+	c->nr_retired = 0;
 	/* the grace period starts after every record in it was unhashed */
-	if (batch)
-		call_rcu(&batch->rcu, diofork_io_cache_refill);
+	call_rcu(&batch->rcu, diofork_io_cache_refill);
 }
 
 /* On the cache's own CPU: take its free records away, into *@arg. */

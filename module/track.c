@@ -136,18 +136,22 @@ static void diofork_io_account(const struct diofork_io *io, int sign)
 			 sign * (long)io->nr_pages);
 }
 
-/* Unhash one record that is already off its bio bucket, and free it. */
+/*
+ * Unhash one record that is already off its bio bucket, and free it.
+ * Interrupts are off: the caller makes one such region for every record of
+ * a bio (each enable is an exit from translated code under TCG).
+ */
 static void diofork_io_retire(struct diofork_io *io, bool forced)
 {
-	unsigned long flags;
 	unsigned int i;
 
+	lockdep_assert_irqs_disabled();
 	for (i = 0; i < io->nr_pages; i++) {
 		struct diofork_bucket *b = diofork_pfn_bucket(io->pages[i].pfn);
 
-		spin_lock_irqsave(&b->lock, flags);
+		spin_lock(&b->lock);
 		hlist_del_rcu(&io->pages[i].node);
-		spin_unlock_irqrestore(&b->lock, flags);
+		spin_unlock(&b->lock);
 	}
 
 	if (io->pinned)
@@ -185,7 +189,8 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
 	unsigned long flags;
 	unsigned int n = 0;
 
-	spin_lock_irqsave(&b->lock, flags);
+	local_irq_save(flags);
+	spin_lock(&b->lock);
 	hlist_for_each_entry_safe(io, tmp, &b->head, bio_node) {
 		if (io->bio != bio)
 			continue;
@@ -194,13 +199,14 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
 		victims = io;
 		n++;
 	}
-	spin_unlock_irqrestore(&b->lock, flags);
+	spin_unlock(&b->lock);
 
 	while (victims) {
 		io = victims;
 		victims = io->next_victim;
 		diofork_io_retire(io, forced);
 	}
+	local_irq_restore(flags);
 	return n;
 }
 
@@ -451,10 +457,13 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	nr = diofork_bio_nr_pages(bio, first_vec);
 	if (!nr)
 		return NULL;
+	/* one region with interrupts off, for the allocation and the hashing */
+	local_irq_save(flags);
 	io = diofork_io_alloc(size_add(struct_size(io, pages, nr),
 				       array_size(room_pinned,
 						  sizeof(struct page *))));
 	if (!io) {
+		local_irq_restore(flags);
 		diofork_stat_inc(DIOFORK_STAT_TRACK_ALLOC_FAILURES);
 		return NULL;
 	}
@@ -480,14 +489,15 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 
 	for (i = 0; i < nr; i++) {
 		b = diofork_pfn_bucket(io->pages[i].pfn);
-		spin_lock_irqsave(&b->lock, flags);
+		spin_lock(&b->lock);
 		hlist_add_head_rcu(&io->pages[i].node, &b->head);
-		spin_unlock_irqrestore(&b->lock, flags);
+		spin_unlock(&b->lock);
 	}
 	b = diofork_bio_bucket(bio);
-	spin_lock_irqsave(&b->lock, flags);
+	spin_lock(&b->lock);
 	hlist_add_head_rcu(&io->bio_node, &b->head);
-	spin_unlock_irqrestore(&b->lock, flags);
+	spin_unlock(&b->lock);
+	local_irq_restore(flags);
 
 	/*
 	 * Hashed before we re-read write_protect_seq, as GUP-fast re-reads it
