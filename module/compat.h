@@ -66,10 +66,13 @@ static inline void diofork_ftrace_set_ip(struct ftrace_regs *fregs,
  * Plain ftrace hooks that only read their function's arguments ask for no
  * saved registers: the full pt_regs save (ftrace_regs_caller) costs a
  * flags save and restore on every call.  x86-64 has had
- * DYNAMIC_FTRACE_WITH_ARGS since v5.11: the arguments are there anyway.
+ * DYNAMIC_FTRACE_WITH_ARGS since v5.11 (both supported kernels set it): the
+ * arguments are there anyway.
  */
-#ifdef CONFIG_DYNAMIC_FTRACE_WITH_ARGS
-#define DIOFORK_FTRACE_ARGS_FLAGS	0
+#ifndef CONFIG_DYNAMIC_FTRACE_WITH_ARGS
+#error "diofork needs CONFIG_DYNAMIC_FTRACE_WITH_ARGS"
+#endif
+
 static inline unsigned long diofork_fregs_arg0(struct ftrace_regs *fregs)
 {
 #ifdef ftrace_regs_get_argument
@@ -78,13 +81,6 @@ static inline unsigned long diofork_fregs_arg0(struct ftrace_regs *fregs)
 	return regs_get_kernel_argument(&fregs->regs, 0);
 #endif
 }
-#else
-#define DIOFORK_FTRACE_ARGS_FLAGS	FTRACE_OPS_FL_SAVE_REGS
-static inline unsigned long diofork_fregs_arg0(struct ftrace_regs *fregs)
-{
-	return regs_get_kernel_argument(ftrace_get_regs(fregs), 0);
-}
-#endif
 
 /*
  * Drop what do_wp_page() is entered with: the PTE lock, and since v6.5 the

@@ -238,8 +238,7 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.is_ftrace = true,
 		.ops = {
 			.func = diofork_release_ftrace,
-			.flags = DIOFORK_FTRACE_ARGS_FLAGS |
-				 FTRACE_OPS_FL_RECURSION,
+			.flags = FTRACE_OPS_FL_RECURSION,
 		},
 	},
 	[DIOFORK_HOOK_DIO_LEGACY] = {
@@ -247,8 +246,7 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.is_ftrace = true,
 		.ops = {
 			.func = diofork_legacy_submit_ftrace,
-			.flags = DIOFORK_FTRACE_ARGS_FLAGS |
-				 FTRACE_OPS_FL_RECURSION,
+			.flags = FTRACE_OPS_FL_RECURSION,
 		},
 	},
 	DIOFORK_KPROBE(DIOFORK_HOOK_FORK, "kernel_clone", true,

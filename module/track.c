@@ -240,13 +240,9 @@ void diofork_track_release(const struct bio *bio)
 {
 	if (!diofork_bio_hashed(bio))
 		return;
-	if (op_is_write(bio_op(bio))) {
-		/* counted as submit counts a stale record: retired, and stale */
-		if (diofork_unhash_bio(bio, false))
-			diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
-		return;
-	}
-	diofork_unhash_bio(bio, false);
+	/* counted as submit counts a stale record: retired, and stale */
+	if (diofork_unhash_bio(bio, false) && op_is_write(bio_op(bio)))
+		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 }
 
 /*
