@@ -82,7 +82,19 @@ struct diofork_policy {
 };
 
 int diofork_policy_register(const struct diofork_policy *pol);
-const struct diofork_policy *diofork_policy_get(void);
+
+/* The active policy, NULL when off; only mode.c assigns it. */
+extern const struct diofork_policy __rcu *diofork_active;
+
+/*
+ * Caller holds rcu_read_lock() or runs with preemption disabled.  Inline:
+ * every hook asks, once per DIO.
+ */
+static inline const struct diofork_policy *diofork_policy_get(void)
+{
+	return rcu_dereference_check(diofork_active, rcu_read_lock_any_held());
+}
+
 enum diofork_mode diofork_mode_get(void);
 int diofork_mode_set(enum diofork_mode mode);
 int diofork_mode_parse(const char *buf, size_t len, enum diofork_mode *mode);

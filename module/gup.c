@@ -30,6 +30,7 @@
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/ftrace.h>
+#include <linux/trace_recursion.h>
 #include <linux/hash.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
@@ -130,21 +131,27 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 				       struct ftrace_ops *op,
 				       struct ftrace_regs *fregs)
 {
-	const struct diofork_policy *pol = diofork_policy_get();
+	const struct diofork_policy *pol;
+	int bit;
 
+	/*
+	 * Most callers have no slot: a first, uncounted look spares them the
+	 * shared count.  It decides nothing; the look that counts comes later.
+	 */
+	if (within_module(parent_ip, THIS_MODULE) || !diofork_gup_slot_find())
+		return;
+	/* our own guard, as in hooks.c; preemption disabled from here */
+	bit = ftrace_test_recursion_trylock(ip, parent_ip);
+	if (bit < 0)
+		return;
 	/*
 	 * Only a policy with gup_enter() opens slots.  Under any other (off,
 	 * observe, lock) a slot still open from before a switch is skipped:
 	 * its DIO gets the plain lookup the new mode would give it.
 	 */
-	if (!pol || !pol->gup_enter || within_module(parent_ip, THIS_MODULE))
-		return;
-	/*
-	 * Most callers have no slot: a first, uncounted look spares them the
-	 * shared count.  It decides nothing; the look that counts comes next.
-	 */
-	if (!diofork_gup_slot_find())
-		return;
+	pol = diofork_policy_get();
+	if (!pol || !pol->gup_enter)
+		goto out;
 	/*
 	 * Counted before the deciding look and before the jump: the sweep
 	 * invalidates slots, then waits for this count to drain, so it either
@@ -154,15 +161,16 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 	smp_mb__after_atomic();	/* pairs with xchg() in diofork_gup_sweep() */
 	if (!diofork_gup_slot_find()) {
 		diofork_gup_standin_done();
-		return;
+		goto out;
 	}
 	diofork_ftrace_set_ip(fregs, (unsigned long)diofork_gup_standin);
+out:
+	ftrace_test_recursion_unlock(bit);
 }
 
 static struct ftrace_ops diofork_gup_ops = {
 	.func	= diofork_gup_ftrace,
-	.flags	= FTRACE_OPS_FL_SAVE_REGS | FTRACE_OPS_FL_IPMODIFY |
-		  FTRACE_OPS_FL_RECURSION,
+	.flags	= FTRACE_OPS_FL_SAVE_REGS | FTRACE_OPS_FL_IPMODIFY,
 };
 
 /* Can this kernel's DIO lookup be taken over?  Not where DIO pins (6.12). */

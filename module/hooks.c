@@ -7,7 +7,9 @@
  * The page acquisition is a kretprobe.  The release and the legacy submit
  * are plain ftrace handlers that only read their argument: no kprobe
  * dispatch, no register save, and the release is not skipped when it
- * nests (kprobes do not nest).  Every handler runs with preemption
+ * nests (kprobes do not nest).  They take ftrace's recursion guard
+ * themselves, inline: asking ftrace for it puts a call through
+ * ftrace_ops_assist_func() before each.  Every handler runs with preemption
  * disabled, never sleeps and never calls the hooked function, so there is
  * nothing to wrap and no indirect call into unexported code (Debian 6.12
  * has IBT).  Unregistering a kprobe or an ftrace_ops waits for running
@@ -33,6 +35,7 @@
 #include <linux/ptrace.h>
 #include <linux/errno.h>
 #include <linux/ftrace.h>
+#include <linux/trace_recursion.h>
 #include "diofork.h"
 #include "compat.h"
 
@@ -116,7 +119,12 @@ static void notrace diofork_release_ftrace(unsigned long ip,
 					   struct ftrace_ops *op,
 					   struct ftrace_regs *fregs)
 {
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
+
+	if (bit < 0)
+		return;
 	diofork_track_release((struct bio *)diofork_fregs_arg0(fregs));
+	ftrace_test_recursion_unlock(bit);
 }
 
 /* ---- legacy fs/direct-io.c (vfat): submit_bio(bio) --------------------- */
@@ -132,22 +140,28 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 {
 	struct bio *bio = (struct bio *)diofork_fregs_arg0(fregs);
 	unsigned long end_io = (unsigned long)bio->bi_end_io;
+	int bit;
 
 	if (end_io != diofork_legacy_end_io[0] &&
 	    end_io != diofork_legacy_end_io[1])
 		return;
-	/* ftrace callbacks run with preemption disabled: an RCU reader */
-	if (!diofork_policy_get())
-		return;
 	if (!current->mm || (current->flags & PF_KTHREAD) ||
 	    diofork_bio_no_page_ref(bio))
 		return;
+	/* preemption disabled from here: an RCU reader */
+	bit = ftrace_test_recursion_trylock(ip, parent_ip);
+	if (bit < 0)
+		return;
+	if (!diofork_policy_get())
+		goto out;
 	if (op_is_write(bio_op(bio))) {
 		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_WRITE);
-		return;
+		goto out;
 	}
 	/* pages were taken before this point: no fork-race check here */
 	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL, 0);
+out:
+	ftrace_test_recursion_unlock(bit);
 }
 
 /*
@@ -238,7 +252,6 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.is_ftrace = true,
 		.ops = {
 			.func = diofork_release_ftrace,
-			.flags = FTRACE_OPS_FL_RECURSION,
 		},
 	},
 	[DIOFORK_HOOK_DIO_LEGACY] = {
@@ -246,7 +259,6 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.is_ftrace = true,
 		.ops = {
 			.func = diofork_legacy_submit_ftrace,
-			.flags = FTRACE_OPS_FL_RECURSION,
 		},
 	},
 	DIOFORK_KPROBE(DIOFORK_HOOK_FORK, "kernel_clone", true,

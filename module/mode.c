@@ -38,7 +38,7 @@ const char * const diofork_mode_names[DIOFORK_NR_MODES] = {
 };
 
 static const struct diofork_policy *diofork_policies[DIOFORK_NR_MODES];
-static const struct diofork_policy __rcu *diofork_active;
+const struct diofork_policy __rcu *diofork_active;
 static enum diofork_mode diofork_cur_mode = DIOFORK_MODE_OFF;
 static DEFINE_MUTEX(diofork_mode_mutex);
 
@@ -50,12 +50,6 @@ int diofork_policy_register(const struct diofork_policy *pol)
 		return -EINVAL;
 	diofork_policies[pol->mode] = pol;
 	return 0;
-}
-
-/* Caller holds rcu_read_lock() or runs with preemption disabled. */
-const struct diofork_policy *diofork_policy_get(void)
-{
-	return rcu_dereference_check(diofork_active, rcu_read_lock_any_held());
 }
 
 enum diofork_mode diofork_mode_get(void)

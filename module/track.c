@@ -11,8 +11,8 @@
  * write bios (dio_skipped_write) and make no record for them: a write
  * costs the hooks' entry and nothing else, in every mode.
  *
- * Two hash tables, both with one spinlock per bucket (never a global lock)
- * and RCU for readers:
+ * Two hash tables, both with one lock per bucket (never a global lock) and
+ * RCU for readers:
  *   - by bio pointer, so the release hook finds the record;
  *   - by pfn, so the fork and COW-fault paths ask "is a DIO targeting this
  *     page?" with one lock-free bucket walk.
@@ -27,6 +27,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bio.h>
+#include <linux/bit_spinlock.h>
 #include <linux/hash.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
@@ -42,10 +43,31 @@
 #define DIOFORK_PFN_HASH_BITS	14
 #define DIOFORK_MM_HASH_BITS	10
 
+/*
+ * A bucket's lock is a bit in its own word, as hlist_bl's is: taking and
+ * dropping it is inline, where spin_lock() is a call, and a tracked read
+ * takes four bucket locks (under TCG every call and return is a lookup of
+ * translated code).  Writers hold it with interrupts off, for one list
+ * update.  Not hlist_bl itself: its RCU walk asks for rcu_read_lock(), and
+ * the hooks' lookups rely on running with preemption disabled instead.
+ */
 struct diofork_bucket {
-	spinlock_t lock;		/* writers of this bucket's list */
+	unsigned long lock;		/* bit 0: writers of this bucket's list */
 	struct hlist_head head;
 };
+
+static void diofork_bucket_lock(struct diofork_bucket *b)
+	__acquires(&b->lock)
+{
+	lockdep_assert_irqs_disabled();
+	bit_spin_lock(0, &b->lock);
+}
+
+static void diofork_bucket_unlock(struct diofork_bucket *b)
+	__releases(&b->lock)
+{
+	__bit_spin_unlock(0, &b->lock);	/* only the lock bit in the word */
+}
 
 static struct diofork_bucket *diofork_bio_hash;
 static struct diofork_bucket *diofork_pfn_hash;
@@ -89,7 +111,7 @@ static struct diofork_bucket *diofork_buckets_alloc(unsigned int bits)
 	if (!b)
 		return NULL;
 	for (i = 0; i < (1U << bits); i++) {
-		spin_lock_init(&b[i].lock);
+		b[i].lock = 0;
 		INIT_HLIST_HEAD(&b[i].head);
 	}
 	return b;
@@ -149,9 +171,9 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 	for (i = 0; i < io->nr_pages; i++) {
 		struct diofork_bucket *b = diofork_pfn_bucket(io->pages[i].pfn);
 
-		spin_lock(&b->lock);
+		diofork_bucket_lock(b);
 		hlist_del_rcu(&io->pages[i].node);
-		spin_unlock(&b->lock);
+		diofork_bucket_unlock(b);
 	}
 
 	if (io->pinned)
@@ -190,7 +212,7 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
 	unsigned int n = 0;
 
 	local_irq_save(flags);
-	spin_lock(&b->lock);
+	diofork_bucket_lock(b);
 	hlist_for_each_entry_safe(io, tmp, &b->head, bio_node) {
 		if (io->bio != bio)
 			continue;
@@ -199,7 +221,7 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
 		victims = io;
 		n++;
 	}
-	spin_unlock(&b->lock);
+	diofork_bucket_unlock(b);
 
 	while (victims) {
 		io = victims;
@@ -214,21 +236,18 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
  * Has @bio records?  A lock-free look, so that submit (stale records are
  * rare) and the release of an untracked bio take no bucket lock.  Whoever
  * calls this owns the bio: nothing adds or releases its records meanwhile.
+ * Only the hooks call it, with preemption disabled: an RCU reader without
+ * rcu_read_lock(), which is a call on preemptible-RCU kernels.
  */
 static bool diofork_bio_hashed(const struct bio *bio)
 {
 	struct diofork_io *io;
-	bool found = false;
 
-	rcu_read_lock();
-	hlist_for_each_entry_rcu(io, &diofork_bio_bucket(bio)->head, bio_node) {
-		if (io->bio == bio) {
-			found = true;
-			break;
-		}
-	}
-	rcu_read_unlock();
-	return found;
+	lockdep_assert_preemption_disabled();
+	hlist_for_each_entry_rcu(io, &diofork_bio_bucket(bio)->head, bio_node)
+		if (io->bio == bio)
+			return true;
+	return false;
 }
 
 /*
@@ -410,11 +429,13 @@ void diofork_track_forget_all(void)
 	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS); i++) {
 		b = &diofork_bio_hash[i];
 		do {
-			spin_lock_irqsave(&b->lock, flags);
+			local_irq_save(flags);
+			diofork_bucket_lock(b);
 			io = hlist_entry_safe(b->head.first, struct diofork_io,
 					      bio_node);
 			bio = io ? io->bio : NULL;
-			spin_unlock_irqrestore(&b->lock, flags);
+			diofork_bucket_unlock(b);
+			local_irq_restore(flags);
 			if (bio)
 				diofork_unhash_bio(bio, true);
 		} while (bio);
@@ -485,14 +506,14 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 
 	for (i = 0; i < nr; i++) {
 		b = diofork_pfn_bucket(io->pages[i].pfn);
-		spin_lock(&b->lock);
+		diofork_bucket_lock(b);
 		hlist_add_head_rcu(&io->pages[i].node, &b->head);
-		spin_unlock(&b->lock);
+		diofork_bucket_unlock(b);
 	}
 	b = diofork_bio_bucket(bio);
-	spin_lock(&b->lock);
+	diofork_bucket_lock(b);
 	hlist_add_head_rcu(&io->bio_node, &b->head);
-	spin_unlock(&b->lock);
+	diofork_bucket_unlock(b);
 	local_irq_restore(flags);
 
 	/*
