@@ -4,7 +4,7 @@
  *
  * The core never knows what a mode does: each policy_*.c file registers a
  * struct diofork_policy, and the hooks call through the active one.  "off"
- * has no policy and no hooks installed, so it costs nothing.
+ * has no policy: loaded in off, no hook is installed and nothing is paid.
  *
  * Switching is serialised by diofork_mode_mutex (a slow path).  The hooks
  * read the active policy under RCU (they run with preemption disabled), so
@@ -13,10 +13,12 @@
  *
  * Hooks go in when a mode first needs them and come out at unload, not at
  * every switch: in off they return at once (release still retires records
- * of DIO submitted earlier).  Attaching and detaching the kprobes over and
- * over under DIO and fork load crashed Debian 6.1 in our tests (a call to
- * address 0 from the callers of __bio_release_pages(), in IRQ context,
- * within ~100 observe/off switches); we did not find the cause in time.
+ * of DIO submitted earlier).  Attaching and detaching them over and over
+ * under DIO and fork load crashes Debian 6.1: first a call to address 0
+ * from the callers of __bio_release_pages(), in IRQ context, while that
+ * hook was a kprobe; with it on plain ftrace, RIP 0 on entry to
+ * bio_iov_iter_get_pages() (the kretprobe's function) within seconds of
+ * switching.  We have not found the cause.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
