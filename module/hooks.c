@@ -9,8 +9,10 @@
  * dispatch, no register save, and the release is not skipped when it
  * nests (kprobes do not nest).  They take ftrace's recursion guard
  * themselves, inline: asking ftrace for it puts a call through
- * ftrace_ops_assist_func() before each.  Every handler runs with preemption
- * disabled, never sleeps and never calls the hooked function, so there is
+ * ftrace_ops_assist_func() before each.  The legacy submit hook, which
+ * sees every bio, filters on bi_end_io before it takes the guard; past the
+ * guard, and in every other handler, preemption is disabled.  No handler
+ * sleeps or calls the hooked function, so there is
  * nothing to wrap and no indirect call into unexported code (Debian 6.12
  * has IBT).  Unregistering a kprobe or an ftrace_ops waits for running
  * handlers, so once a hook is removed no CPU is inside its handler.
