@@ -73,12 +73,13 @@ static inline void diofork_ftrace_set_ip(struct ftrace_regs *fregs,
 #error "diofork needs CONFIG_DYNAMIC_FTRACE_WITH_ARGS"
 #endif
 
-static inline unsigned long diofork_fregs_arg0(struct ftrace_regs *fregs)
+static inline unsigned long diofork_fregs_arg(struct ftrace_regs *fregs,
+					      unsigned int n)
 {
 #ifdef ftrace_regs_get_argument
-	return ftrace_regs_get_argument(fregs, 0);
+	return ftrace_regs_get_argument(fregs, n);
 #else
-	return regs_get_kernel_argument(&fregs->regs, 0);
+	return regs_get_kernel_argument(&fregs->regs, n);
 #endif
 }
 

@@ -45,7 +45,7 @@ extern const char * const diofork_mode_names[DIOFORK_NR_MODES];
 struct diofork_io;
 struct diofork_gup_slot;
 
-/* One bio_iov_iter_get_pages() call, from entry to return (kretprobe data). */
+/* One bio_iov_iter_get_pages() call, from entry to return (getpages.c). */
 struct diofork_gup {
 	struct bio *bio;
 	const struct diofork_policy *pol;	/* active at entry */
@@ -55,8 +55,8 @@ struct diofork_gup {
 };
 
 /*
- * A mitigation policy.  The hooks call these with preemption disabled
- * (kprobe context): none of them may sleep.  Every callback is optional.
+ * A mitigation policy.  The hooks call these with preemption disabled:
+ * none of them may sleep.  Every callback is optional.
  */
 struct diofork_policy {
 	enum diofork_mode mode;
@@ -287,6 +287,15 @@ unsigned long diofork_hooks_attached(void);
 unsigned long diofork_hooks_missed(void);
 void diofork_hooks_show(struct seq_file *m);
 
+/* ---- the DIO's page acquisition, taken over (getpages.c) ---------------- */
+
+struct ftrace_ops;
+struct ftrace_regs;
+
+void diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
+		       struct ftrace_ops *op, struct ftrace_regs *fregs);
+void diofork_gp_standins_wait(void);
+
 /* ---- the DIO's page lookup, taken over (gup.c) --------------------------- */
 
 struct page;
@@ -295,8 +304,6 @@ struct diofork_gup_ops {
 	/* in place of get_user_pages_fast(), same contract; may sleep */
 	int (*lookup)(struct diofork_gup_slot *s, unsigned long start,
 		      int nr_pages, unsigned int gup_flags, struct page **pages);
-	/* unload: the slot will never be closed, undo what it holds */
-	void (*abandon)(struct diofork_gup_slot *s);
 };
 
 /* A DIO of up to this many pages pins without allocating (most are 1). */
@@ -306,6 +313,7 @@ struct diofork_gup_ops {
 struct diofork_gup_slot {
 	struct task_struct *task;
 	const struct diofork_gup_ops *ops;
+	bool in_lookup;			/* in ops->lookup(): not redirected */
 	struct page **pages;		/* pin: pages pinned so far */
 	unsigned int nr;
 	unsigned int cap;
@@ -318,7 +326,6 @@ bool diofork_gup_redirect_possible(void);
 int diofork_gup_redirect_start(void);
 struct diofork_gup_slot *diofork_gup_slot_open(const struct diofork_gup_ops *ops);
 void diofork_gup_slot_close(struct diofork_gup_slot *s);
-void diofork_gup_sweep(void);
 void diofork_gup_unload(void);
 
 /* ---- what this kernel does itself (kernel.c) ----------------------------- */

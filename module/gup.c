@@ -8,22 +8,23 @@
  * user pages.  A policy that must act there (pin: pin instead; drain: wait
  * while the mm forks) does so in three steps:
  *
- *  - bio_iov_iter_get_pages() entry (the tracking kretprobe) opens a
+ *  - the stand-in for bio_iov_iter_get_pages() (getpages.c) opens a
  *    per-task context, a slot naming the policy's lookup;
  *  - inside that context, an ftrace IPMODIFY handler sends
  *    get_user_pages_fast() to diofork_gup_standin(), which calls the
  *    slot's lookup; the lookup takes the pages itself (it may sleep,
  *    as get_user_pages_fast() may);
- *  - the policy closes the slot when bio_iov_iter_get_pages() returns.
+ *  - the policy closes the slot when bio_iov_iter_get_pages() returns to
+ *    the stand-in, which always happens: unload waits for stand-ins.
  *
  * Any other caller of get_user_pages_fast() finds no slot and runs the
  * original, untouched.  Nothing is wrapped: a lookup that wants the
- * original calls the exported get_user_pages_fast() again, from this module,
- * which the handler lets through.
+ * original calls the exported get_user_pages_fast() again, which the
+ * handler lets through: its slot is marked as in the lookup.
  *
  * The redirect is registered on first use and stays until unload
- * (registering IP-modifying ops over and over under load crashed 6.1; see
- * hooks.c), doing nothing without an open slot.
+ * (attaching and detaching hooks over and over under load crashed 6.1;
+ * see mode.c), doing nothing without an open slot.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -34,15 +35,11 @@
 #include <linux/hash.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
-#include <linux/wait.h>
 #include "diofork.h"
 #include "compat.h"
 
 #define DIOFORK_GUP_SLOT_BITS	10
 #define DIOFORK_GUP_PROBES	16
-
-/* a slot taken from its owner by diofork_gup_sweep(), not yet freed */
-#define DIOFORK_GUP_SLOT_SWEPT	((struct task_struct *)1UL)
 
 /*
  * One open context per task, found by the task itself.  Only the owner
@@ -50,8 +47,6 @@
  * freed with a release store.
  */
 static struct diofork_gup_slot diofork_gup_slots[1 << DIOFORK_GUP_SLOT_BITS];
-static atomic_t diofork_gup_standins = ATOMIC_INIT(0);
-static DECLARE_WAIT_QUEUE_HEAD(diofork_gup_standins_wq);
 static DEFINE_MUTEX(diofork_gup_mutex);
 static unsigned long diofork_gup_fast_addr;
 static bool diofork_gup_ftrace_on;
@@ -85,6 +80,7 @@ struct diofork_gup_slot *diofork_gup_slot_open(const struct diofork_gup_ops *ops
 		s = diofork_gup_slot_at(h, i);
 		if (!READ_ONCE(s->task) && !cmpxchg(&s->task, NULL, current)) {
 			s->ops = ops;
+			s->in_lookup = false;
 			s->pages = NULL;
 			s->nr = 0;
 			s->cap = 0;
@@ -106,24 +102,29 @@ void diofork_gup_slot_close(struct diofork_gup_slot *s)
 	smp_store_release(&s->task, NULL);
 }
 
-static void diofork_gup_standin_done(void)
-{
-	if (atomic_dec_and_test(&diofork_gup_standins))
-		wake_up_all(&diofork_gup_standins_wq);
-}
-
-/* Runs in place of get_user_pages_fast(), in a task with an open slot. */
+/*
+ * Runs in place of get_user_pages_fast(), in a task with an open slot.  A
+ * task with an open slot is inside getpages.c's stand-in, between the
+ * policy's gup_enter() and gup_exit(); removing the tracking hooks waits
+ * for those stand-ins, so this one needs no count of its own.
+ */
 static int diofork_gup_standin(unsigned long start, int nr_pages,
 			       unsigned int gup_flags, struct page **pages)
 {
+	/* only its owner, us, closes the slot, after we return */
 	struct diofork_gup_slot *s = diofork_gup_slot_find();
 	int ret;
 
-	if (s && nr_pages > 0)
-		ret = s->ops->lookup(s, start, nr_pages, gup_flags, pages);
-	else	/* swept meanwhile: not redirected again, the caller is us */
-		ret = get_user_pages_fast(start, nr_pages, gup_flags, pages);
-	diofork_gup_standin_done();
+	if (unlikely(!s) || nr_pages <= 0)
+		return get_user_pages_fast(start, nr_pages, gup_flags, pages);
+	/*
+	 * The lookup calls get_user_pages_fast() for the original, maybe as
+	 * a tail call, whose return address is not ours: the slot says it
+	 * is not to be redirected.
+	 */
+	s->in_lookup = true;
+	ret = s->ops->lookup(s, start, nr_pages, gup_flags, pages);
+	s->in_lookup = false;
 	return ret;
 }
 
@@ -132,13 +133,12 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 				       struct ftrace_regs *fregs)
 {
 	const struct diofork_policy *pol;
+	struct diofork_gup_slot *s;
 	int bit;
 
-	/*
-	 * Most callers have no slot: a first, uncounted look spares them the
-	 * shared count.  It decides nothing; the look that counts comes later.
-	 */
-	if (within_module(parent_ip, THIS_MODULE) || !diofork_gup_slot_find())
+	/* most callers have no slot; a lookup's own call is let through */
+	s = diofork_gup_slot_find();
+	if (!s || s->in_lookup)
 		return;
 	/* our own guard, as in hooks.c; preemption disabled from here */
 	bit = ftrace_test_recursion_trylock(ip, parent_ip);
@@ -150,21 +150,8 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 	 * its DIO gets the plain lookup the new mode would give it.
 	 */
 	pol = diofork_policy_get();
-	if (!pol || !pol->gup_enter)
-		goto out;
-	/*
-	 * Counted before the deciding look and before the jump: the sweep
-	 * invalidates slots, then waits for this count to drain, so it either
-	 * sees us or we miss the slot.
-	 */
-	atomic_inc(&diofork_gup_standins);
-	smp_mb__after_atomic();	/* pairs with xchg() in diofork_gup_sweep() */
-	if (!diofork_gup_slot_find()) {
-		diofork_gup_standin_done();
-		goto out;
-	}
-	diofork_ftrace_set_ip(fregs, (unsigned long)diofork_gup_standin);
-out:
+	if (pol && pol->gup_enter)
+		diofork_ftrace_set_ip(fregs, (unsigned long)diofork_gup_standin);
 	ftrace_test_recursion_unlock(bit);
 }
 
@@ -204,7 +191,10 @@ unlock:
 	return ret;
 }
 
-/* Module unload: the redirect goes, and every stand-in has left. */
+/*
+ * Module unload, after the tracking hooks are removed: no slot is open, so
+ * no task is in the stand-in or can be sent there.
+ */
 void diofork_gup_unload(void)
 {
 	mutex_lock(&diofork_gup_mutex);
@@ -214,42 +204,6 @@ void diofork_gup_unload(void)
 		diofork_gup_ftrace_on = false;
 	}
 	mutex_unlock(&diofork_gup_mutex);
-	/* no new stand-in can start; wait for those asleep in a lookup */
-	wait_event(diofork_gup_standins_wq, !atomic_read(&diofork_gup_standins));
-	/* and for the last one to leave our text after its wake-up */
-	synchronize_rcu_tasks();
-}
-
-/*
- * The tracking kretprobe is gone: a task that was between its lookup and
- * the return of bio_iov_iter_get_pages() will never close its slot.  Take
- * every open slot away from its owner, let stand-ins already running finish
- * (they still use it), then let each policy undo what its slot holds.
- */
-void diofork_gup_sweep(void)
-{
-	struct diofork_gup_slot *s;
-	unsigned int i, n = 0;
-
-	for (i = 0; i < ARRAY_SIZE(diofork_gup_slots); i++) {
-		s = &diofork_gup_slots[i];
-		if (READ_ONCE(s->task) &&
-		    xchg(&s->task, DIOFORK_GUP_SLOT_SWEPT))
-			n++;
-	}
-	if (!n)
-		return;
-	/* xchg() was a full barrier: a stand-in not counted yet misses its slot */
-	wait_event(diofork_gup_standins_wq, !atomic_read(&diofork_gup_standins));
-	for (i = 0; i < ARRAY_SIZE(diofork_gup_slots); i++) {
-		s = &diofork_gup_slots[i];
-		if (READ_ONCE(s->task) != DIOFORK_GUP_SLOT_SWEPT)
-			continue;
-		if (s->ops && s->ops->abandon)
-			s->ops->abandon(s);
-		diofork_stat_inc(DIOFORK_STAT_TRACK_FORCED_RELEASE);
-		diofork_gup_slot_close(s);
-	}
 }
 
 void diofork_gup_init(void)

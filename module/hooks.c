@@ -4,22 +4,22 @@
  *
  * Fork and the COW fault are kprobes on function entry, which the kernel
  * runs through ftrace, so that a policy can send the caller to a stand-in.
- * The page acquisition is a kretprobe.  The release and the legacy submit
- * are plain ftrace handlers that only read their argument: no kprobe
- * dispatch, no register save, and the release is not skipped when it
- * nests (kprobes do not nest).  They take ftrace's recursion guard
- * themselves, inline: asking ftrace for it puts a call through
- * ftrace_ops_assist_func() before each.  The legacy submit hook, which
- * sees every bio, filters on bi_end_io before it takes the guard; past the
- * guard, and in every other handler, preemption is disabled.  No handler
- * sleeps or calls the hooked function, so there is
- * nothing to wrap and no indirect call into unexported code (Debian 6.12
- * has IBT).  Unregistering a kprobe or an ftrace_ops waits for running
- * handlers, so once a hook is removed no CPU is inside its handler.
+ * The page acquisition is an IPMODIFY ftrace handler that sends a DIO read
+ * to a stand-in which records it (getpages.c).  The release and the legacy
+ * submit are plain ftrace handlers that only read their argument: no
+ * kprobe dispatch, no register save, and the release is not skipped when
+ * it nests (kprobes do not nest).  The ftrace handlers take ftrace's
+ * recursion guard themselves, inline: asking ftrace for it puts a call
+ * through ftrace_ops_assist_func() before each.  The legacy submit hook,
+ * which sees every bio, filters on bi_end_io before it takes the guard;
+ * past the guard, and in every other handler, preemption is disabled.  No
+ * handler sleeps, and no indirect call goes into unexported code (Debian
+ * 6.12 has IBT): the stand-ins call exported functions only.  Unregistering
+ * a kprobe or an ftrace_ops waits for running handlers, so once a hook is
+ * removed no CPU is inside its handler; getpages.c waits for its stand-ins.
  *
  * Hooks are installed when a mode first needs them, all or nothing for the
  * required ones, and removed at unload (see mode.c for why not sooner).
-
  * Removing the DIO tracking hooks is ordered so no record is lost: first
  * stop adding records, then let in-flight DIO release its pages (bounded),
  * then stop watching releases and retire what is left.
@@ -47,66 +47,16 @@
 struct diofork_hook {
 	const char *symbol;
 	bool required;
-	bool is_ret;
 	bool is_ftrace;		/* plain ftrace ops: may nest from IRQ */
 	bool attached;
 	int err;
 	unsigned long ftrace_ip;
 	struct ftrace_ops ops;
 	struct kprobe kp;
-	struct kretprobe krp;
 };
 
 /* Legacy fs/direct-io.c completion callbacks: how we recognise its bios. */
 static unsigned long diofork_legacy_end_io[2];
-
-/* ---- DIO page acquisition: bio_iov_iter_get_pages(bio, iter) ---------- */
-
-static int diofork_gp_entry(struct kretprobe_instance *ri,
-			    struct pt_regs *regs)
-{
-	struct diofork_gup *d = (struct diofork_gup *)ri->data;
-	const struct iov_iter *iter;
-
-	d->pol = diofork_policy_get();
-	if (!d->pol || !current->mm || (current->flags & PF_KTHREAD))
-		return 1;
-	iter = (const struct iov_iter *)regs_get_kernel_argument(regs, 1);
-	if (!user_backed_iter(iter)) {
-		/* io_uring registered buffers, kernel bvecs: already held */
-		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_BVEC);
-		return 1;
-	}
-	d->bio = (struct bio *)regs_get_kernel_argument(regs, 0);
-	if (op_is_write(bio_op(d->bio))) {
-		/* the device reads the page: COW can not lose it (track.c) */
-		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_WRITE);
-		return 1;
-	}
-	d->vcnt = d->bio->bi_vcnt;
-	d->seq = diofork_mm_wp_seq(current->mm);
-	d->slot = NULL;
-	if (d->pol->gup_enter)
-		d->pol->gup_enter(d);
-	return 0;
-}
-
-static int diofork_gp_return(struct kretprobe_instance *ri,
-			     struct pt_regs *regs)
-{
-	struct diofork_gup *d = (struct diofork_gup *)ri->data;
-
-	struct diofork_io *io = NULL;
-
-	if (!regs_return_value(regs) && d->bio->bi_vcnt > d->vcnt)
-		io = diofork_track_bio(d->bio, d->vcnt,
-				       diofork_bio_kernel_pinned(d->bio),
-				       &d->seq, d->slot ? d->slot->nr : 0);
-	/* the policy of the entry, even if the mode changed since */
-	if (d->pol && d->pol->gup_exit)
-		d->pol->gup_exit(d, io);
-	return 0;
-}
 
 /* ---- DIO page release: __bio_release_pages(bio, mark_dirty) ---------- */
 
@@ -125,7 +75,7 @@ static void notrace diofork_release_ftrace(unsigned long ip,
 
 	if (bit < 0)
 		return;
-	diofork_track_release((struct bio *)diofork_fregs_arg0(fregs));
+	diofork_track_release((struct bio *)diofork_fregs_arg(fregs, 0));
 	ftrace_test_recursion_unlock(bit);
 }
 
@@ -140,7 +90,7 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 						 struct ftrace_ops *op,
 						 struct ftrace_regs *fregs)
 {
-	struct bio *bio = (struct bio *)diofork_fregs_arg0(fregs);
+	struct bio *bio = (struct bio *)diofork_fregs_arg(fregs, 0);
 	unsigned long end_io = (unsigned long)bio->bi_end_io;
 	int bit;
 
@@ -239,13 +189,11 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 	[DIOFORK_HOOK_DIO_GET_PAGES] = {
 		.symbol = "bio_iov_iter_get_pages",
 		.required = true,
-		.is_ret = true,
-		.krp = {
-			.entry_handler = diofork_gp_entry,
-			.handler = diofork_gp_return,
-			.data_size = sizeof(struct diofork_gup),
-			/* DIO threads can sleep in GUP: room for many */
-			.maxactive = 512,
+		.is_ftrace = true,
+		.ops = {
+			.func = diofork_gp_ftrace,	/* getpages.c */
+			.flags = FTRACE_OPS_FL_SAVE_REGS |
+				 FTRACE_OPS_FL_IPMODIFY,
 		},
 	},
 	[DIOFORK_HOOK_DIO_RELEASE] = {
@@ -283,12 +231,6 @@ static int diofork_hook_attach(struct diofork_hook *h)
 			if (ret)
 				ftrace_set_filter_ip(&h->ops, h->ftrace_ip, 1, 0);
 		}
-	} else if (h->is_ret) {
-		h->krp.kp.addr = NULL;
-		h->krp.kp.flags = 0;
-		h->krp.kp.symbol_name = h->symbol;
-		h->krp.nmissed = 0;
-		ret = register_kretprobe(&h->krp);
 	} else {
 		h->kp.addr = NULL;
 		h->kp.flags = 0;
@@ -307,8 +249,6 @@ static void diofork_hook_detach(struct diofork_hook *h)
 	if (h->is_ftrace) {
 		unregister_ftrace_function(&h->ops);
 		ftrace_set_filter_ip(&h->ops, h->ftrace_ip, 1, 0);
-	} else if (h->is_ret) {
-		unregister_kretprobe(&h->krp);
 	} else {
 		unregister_kprobe(&h->kp);
 	}
@@ -355,24 +295,26 @@ int diofork_hooks_install(unsigned long mask)
 
 void diofork_hooks_remove(unsigned long mask)
 {
+	struct diofork_hook *release = &diofork_hooks[DIOFORK_HOOK_DIO_RELEASE];
+	bool get_pages = diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES].attached;
 	long left;
 
-	if (!(mask & BIT(DIOFORK_HOOK_DIO_RELEASE))) {
-		diofork_hooks_detach_mask(mask);
-		return;
-	}
-
-	/* Stop adding records, let in-flight DIO finish, then stop watching. */
+	/* Stop adding records: no new stand-in, and the running ones leave. */
 	diofork_hooks_detach_mask(mask & ~BIT(DIOFORK_HOOK_DIO_RELEASE));
-	left = diofork_track_wait_idle(DIOFORK_DRAIN_ON_REMOVE);
-	if (left)
-		pr_warn("%ld DIO still in flight: forgetting them\n", left);
-	diofork_hook_detach(&diofork_hooks[DIOFORK_HOOK_DIO_RELEASE]);
-	/* a kretprobe return handler may still be finishing */
-	synchronize_rcu();
+	if (get_pages && (mask & BIT(DIOFORK_HOOK_DIO_GET_PAGES)))
+		diofork_gp_standins_wait();
+	if (!(mask & BIT(DIOFORK_HOOK_DIO_RELEASE)))
+		return;
+
+	/* Let in-flight DIO release its pages, then stop watching. */
+	if (release->attached) {
+		left = diofork_track_wait_idle(DIOFORK_DRAIN_ON_REMOVE);
+		if (left)
+			pr_warn("%ld DIO still in flight: forgetting them\n",
+				left);
+		diofork_hook_detach(release);
+	}
 	diofork_track_forget_all();
-	/* contexts the detached kretprobe will never close */
-	diofork_gup_sweep();
 }
 
 void diofork_hooks_remove_all(void)
@@ -391,7 +333,7 @@ unsigned long diofork_hooks_attached(void)
 	return mask;
 }
 
-/* Hits the kernel skipped (kprobes do not nest; kretprobe instances). */
+/* Hits the kernel skipped (kprobes do not nest). */
 unsigned long diofork_hooks_missed(void)
 {
 	unsigned long missed = 0;
@@ -402,8 +344,7 @@ unsigned long diofork_hooks_missed(void)
 
 		if (!h->attached || h->is_ftrace)
 			continue;
-		missed += h->is_ret ? h->krp.nmissed + h->krp.kp.nmissed :
-				      h->kp.nmissed;
+		missed += h->kp.nmissed;
 	}
 	return missed;
 }

@@ -167,8 +167,8 @@ int diofork_mode_init(void)
 void diofork_mode_exit(void)
 {
 	diofork_mode_set(DIOFORK_MODE_OFF);
-	diofork_gup_unload();
 	diofork_hooks_remove_all();
+	diofork_gup_unload();
 	/* tasks still inside a stand-in a hook sent them to */
 	synchronize_rcu_tasks();
 	diofork_policy_drain_exit();

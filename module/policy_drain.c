@@ -162,15 +162,8 @@ static int diofork_drain_lookup(struct diofork_gup_slot *s, unsigned long start,
 	return get_user_pages_fast(start, nr_pages, gup_flags, pages);
 }
 
-static void diofork_drain_abandon(struct diofork_gup_slot *s)
-{
-	if (s->gated)
-		diofork_drain_lookup_done(s->gated);
-}
-
 static const struct diofork_gup_ops diofork_drain_gup_ops = {
 	.lookup		= diofork_drain_lookup,
-	.abandon	= diofork_drain_abandon,
 };
 
 static void diofork_drain_gup_enter(struct diofork_gup *g)

@@ -115,16 +115,8 @@ plain:
 	return get_user_pages_fast(start, nr_pages, gup_flags, pages);
 }
 
-/* The slot will never be closed (unload): the DIO keeps its own references. */
-static void diofork_pin_abandon(struct diofork_gup_slot *s)
-{
-	diofork_pin_drop(s->pages, s->nr);
-	diofork_pin_slot_free(s);
-}
-
 static const struct diofork_gup_ops diofork_pin_gup_ops = {
 	.lookup		= diofork_pin_lookup,
-	.abandon	= diofork_pin_abandon,
 };
 
 /* ---- policy callbacks ----------------------------------------------------- */

@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The DIO's page acquisition, bio_iov_iter_get_pages(bio, iter), taken over.
+ *
+ * A read into user memory is recorded once its pages are in the bio, so the
+ * hook must run code after the function returns.  A kretprobe did that by
+ * rewriting the return address: on every tracked read a return trampoline
+ * that saves every register, a walk of the task's return hooks and an
+ * instance taken from and given back to a shared pool.  Instead, an
+ * IPMODIFY ftrace handler sends a DIO that needs recording to
+ * diofork_gp_standin(), which calls the exported function itself (the
+ * handler lets calls from this module through) and records on return: a
+ * plain call and a plain return.
+ *
+ * A stand-in may sleep in the page lookup, so it is counted, per CPU (no
+ * shared cache line on the DIO path): removing the hook waits for the
+ * count to drain, then for an RCU-tasks grace period, after which no task
+ * is left in the stand-in's text.  The count is incremented where the
+ * handler redirects (this CPU, preemption disabled) and decremented where
+ * the stand-in leaves, maybe on another CPU: only the sum means anything.
+ * Once the handler is unregistered no CPU adds to it, each CPU's share only
+ * falls, and a sum read as zero is zero.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/bio.h>
+#include <linux/uio.h>
+#include <linux/sched.h>
+#include <linux/percpu.h>
+#include <linux/delay.h>
+#include <linux/ftrace.h>
+#include <linux/trace_recursion.h>
+#include <linux/rcupdate_wait.h>
+#include "diofork.h"
+#include "compat.h"
+
+static DEFINE_PER_CPU(long, diofork_gp_standins);
+
+/* In place of bio_iov_iter_get_pages(), for a read into user memory. */
+static int diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
+{
+	struct diofork_gup d = { .bio = bio };
+	struct diofork_io *io = NULL;
+	int ret;
+
+	/* the policy callbacks and the record run as in any hook: atomic */
+	preempt_disable();
+	d.pol = diofork_policy_get();	/* may be off since the redirect */
+	if (d.pol) {
+		d.vcnt = bio->bi_vcnt;
+		d.seq = diofork_mm_wp_seq(current->mm);
+		if (d.pol->gup_enter)
+			d.pol->gup_enter(&d);
+	}
+	preempt_enable();
+
+	ret = bio_iov_iter_get_pages(bio, iter);
+
+	if (d.pol) {
+		preempt_disable();
+		if (!ret && bio->bi_vcnt > d.vcnt)
+			io = diofork_track_bio(bio, d.vcnt,
+					       diofork_bio_kernel_pinned(bio),
+					       &d.seq, d.slot ? d.slot->nr : 0);
+		/* the policy of the entry, even if the mode changed since */
+		if (d.pol->gup_exit)
+			d.pol->gup_exit(&d, io);
+		preempt_enable();
+	}
+	this_cpu_dec(diofork_gp_standins);
+	return ret;
+}
+
+void notrace diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
+			       struct ftrace_ops *op, struct ftrace_regs *fregs)
+{
+	const struct iov_iter *iter;
+	struct bio *bio;
+	int bit;
+
+	/* the stand-in's own call (not a tail call: it has work after) */
+	if (within_module(parent_ip, THIS_MODULE))
+		return;
+	bit = ftrace_test_recursion_trylock(ip, parent_ip);
+	if (bit < 0)
+		return;
+	if (!diofork_policy_get() || !current->mm ||
+	    (current->flags & PF_KTHREAD))
+		goto out;
+	iter = (const struct iov_iter *)diofork_fregs_arg(fregs, 1);
+	if (!user_backed_iter(iter)) {
+		/* io_uring registered buffers, kernel bvecs: already held */
+		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_BVEC);
+		goto out;
+	}
+	bio = (struct bio *)diofork_fregs_arg(fregs, 0);
+	if (op_is_write(bio_op(bio))) {
+		/* the device reads the page: COW can not lose it (track.c) */
+		diofork_stat_inc(DIOFORK_STAT_DIO_SKIPPED_WRITE);
+		goto out;
+	}
+	this_cpu_inc(diofork_gp_standins);
+	diofork_ftrace_set_ip(fregs, (unsigned long)diofork_gp_standin);
+out:
+	ftrace_test_recursion_unlock(bit);
+}
+
+static long diofork_gp_standins_sum(void)
+{
+	long sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += READ_ONCE(per_cpu(diofork_gp_standins, cpu));
+	return sum;
+}
+
+/*
+ * After the handler is unregistered: wait for every stand-in to leave.  A
+ * stand-in asleep in the page lookup (a userfaultfd fault, say) keeps us
+ * here until it wakes, as it would keep its caller.
+ */
+void diofork_gp_standins_wait(void)
+{
+	unsigned int waited = 0;
+
+	while (diofork_gp_standins_sum()) {
+		if (++waited == 1000)
+			pr_warn("waiting for DIO page lookups to return\n");
+		msleep(20);
+	}
+	/* and for the last one to execute its return */
+	synchronize_rcu_tasks();
+}
