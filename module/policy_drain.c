@@ -158,7 +158,7 @@ static int diofork_drain_lookup(struct diofork_gup_slot *s, unsigned long start,
 					!diofork_drain_held(dm, mm)))
 			return -EINTR;
 	}
-	/* not redirected again: the caller is this module */
+	/* not redirected again: the slot is in its lookup (gup.c) */
 	return get_user_pages_fast(start, nr_pages, gup_flags, pages);
 }
 

@@ -111,7 +111,7 @@ static int diofork_pin_lookup(struct diofork_gup_slot *s, unsigned long start,
 	return ret;
 
 plain:
-	/* not redirected again: the caller is this module */
+	/* not redirected again: the slot is in its lookup (gup.c) */
 	return get_user_pages_fast(start, nr_pages, gup_flags, pages);
 }
 
