@@ -295,6 +295,7 @@ struct ftrace_regs;
 void diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
 		       struct ftrace_ops *op, struct ftrace_regs *fregs);
 void diofork_gp_standins_wait(void);
+void diofork_gp_attached(unsigned long fentry);
 
 /* ---- the DIO's page lookup, taken over (gup.c) --------------------------- */
 

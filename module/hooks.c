@@ -239,6 +239,8 @@ static int diofork_hook_attach(struct diofork_hook *h)
 	}
 	h->err = ret;
 	h->attached = !ret;
+	if (h->attached && h == &diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES])
+		diofork_gp_attached(h->ftrace_ip);
 	return ret;
 }
 
