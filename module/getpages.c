@@ -50,14 +50,17 @@ static int (*diofork_gp_call)(struct bio *bio, struct iov_iter *iter) =
 	bio_iov_iter_get_pages;
 
 /*
- * The hook is on @fentry.  If that is the function's first byte (no ENDBR
- * before it), the call instruction there can be stepped over.
+ * The hook is attached at @fentry.  If the function's first instruction is
+ * that site, now the call into ftrace (opcode 0xe8), the stand-in can step
+ * over it.  Not with IBT: the function starts with ENDBR, which an indirect
+ * call must land on.
  */
 void diofork_gp_attached(unsigned long fentry)
 {
 	unsigned long entry = (unsigned long)bio_iov_iter_get_pages;
 
-	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) || fentry != entry)
+	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) || fentry != entry ||
+	    *(const u8 *)entry != 0xe8)
 		return;
 	WRITE_ONCE(diofork_gp_call, (void *)(entry + MCOUNT_INSN_SIZE));
 }

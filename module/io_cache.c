@@ -11,16 +11,24 @@
  * A retired record may still be seen by lock-free lookups until a grace
  * period has passed, so it does not go straight back to the cache: retired
  * records gather in a per-CPU batch, and one call_rcu() per batch returns
- * the batch to the cache of the CPU that runs the callback.  Both lists are
+ * the batch to the cache of the CPU that runs the callback.  The batch is
+ * large because RCU's cost is mostly the grace periods a pending callback
+ * keeps running, not call_rcu() itself: 256 records per callback instead of
+ * 32 took 0.4% off a 4 KiB libaio read's instructions in observe (7,007 to
+ * 7,033 IOPS against 7,229 in off, QEMU -icount, 2026-11-24); returning
+ * records without RCU at all (unsafe) would take 0.6%.  Both lists are
  * only touched by their own CPU with interrupts off.  Records bigger than
  * the cached size, and any beyond DIOFORK_CACHE_MAX per CPU, go back to the
  * allocator.
  *
- * The cache must hold what a CPU retires in a grace period: with room for
+ * The cache must hold what a CPU retires in a batch and a grace period:
+ * with room for
  * 256 records, 4 KiB reads at 50,000 per second (TCG) found it empty for
  * 35% of their records, a kmalloc() and a kfree() each, about 1 us per read
  * in all; with 2048, under 10%.  A cached record is 256 bytes, so a CPU
- * keeps at most 512 KiB, and gives it all back when the mode goes to off.
+ * keeps at most 512 KiB free, and gives it back when the mode goes to off;
+ * a batch not yet full (64 KiB at most) waits for more retirements, or for
+ * unload.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -34,7 +42,7 @@
 
 /* A cached record covers this many pages, with room for as many pins. */
 #define DIOFORK_CACHE_PAGES	4
-#define DIOFORK_CACHE_BATCH	32	/* retired records per call_rcu() */
+#define DIOFORK_CACHE_BATCH	256	/* retired records per call_rcu() */
 #define DIOFORK_CACHE_MAX	2048	/* free records kept per CPU */
 
 #define DIOFORK_CACHE_SIZE						\
