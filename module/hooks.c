@@ -51,6 +51,7 @@ struct diofork_hook {
 	bool attached;
 	int err;
 	unsigned long ftrace_ip;
+	void (*attached_at)(unsigned long ip);	/* told where, once attached */
 	struct ftrace_ops ops;
 	struct kprobe kp;
 };
@@ -190,8 +191,9 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		.symbol = "bio_iov_iter_get_pages",
 		.required = true,
 		.is_ftrace = true,
+		.attached_at = diofork_gp_attached,	/* getpages.c */
 		.ops = {
-			.func = diofork_gp_ftrace,	/* getpages.c */
+			.func = diofork_gp_ftrace,
 			.flags = FTRACE_OPS_FL_SAVE_REGS |
 				 FTRACE_OPS_FL_IPMODIFY,
 		},
@@ -239,8 +241,8 @@ static int diofork_hook_attach(struct diofork_hook *h)
 	}
 	h->err = ret;
 	h->attached = !ret;
-	if (h->attached && h == &diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES])
-		diofork_gp_attached(h->ftrace_ip);
+	if (h->attached && h->attached_at)
+		h->attached_at(h->ftrace_ip);
 	return ret;
 }
 

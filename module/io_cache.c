@@ -22,13 +22,12 @@
  * allocator.
  *
  * The cache must hold what a CPU retires in a batch and a grace period:
- * with room for
- * 256 records, 4 KiB reads at 50,000 per second (TCG) found it empty for
- * 35% of their records, a kmalloc() and a kfree() each, about 1 us per read
- * in all; with 2048, under 10%.  A cached record is 256 bytes, so a CPU
- * keeps at most 512 KiB free, and gives it back when the mode goes to off;
- * a batch not yet full (64 KiB at most) waits for more retirements, or for
- * unload.
+ * with room for 256 records, 4 KiB reads at 50,000 per second (TCG) found it
+ * empty for 35% of their records, a kmalloc() and a kfree() each, about
+ * 1 us per read in all; with 2048, under 10% (both with batches of 32).
+ * A cached record is 256 bytes, so a CPU keeps at most 512 KiB free, and
+ * gives it back when the mode goes to off; a batch not yet full (64 KiB at
+ * most) waits for more retirements, or for unload.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
