@@ -107,7 +107,10 @@ void notrace diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
 	struct bio *bio;
 	int bit;
 
-	/* the stand-in's own call (not a tail call: it has work after) */
+	/*
+	 * The stand-in's own call (not a tail call: it has work after), when
+	 * it calls the entry (IBT); past the fentry site it never comes here.
+	 */
 	if (within_module(parent_ip, THIS_MODULE))
 		return;
 	bit = ftrace_test_recursion_trylock(ip, parent_ip);
