@@ -39,7 +39,6 @@
 #include <linux/percpu.h>
 #include <linux/delay.h>
 #include <linux/ftrace.h>
-#include <linux/trace_recursion.h>
 #include <linux/rcupdate_wait.h>
 #include "diofork.h"
 #include "compat.h"
@@ -105,7 +104,6 @@ void notrace diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
 {
 	const struct iov_iter *iter;
 	struct bio *bio;
-	int bit;
 
 	/*
 	 * The stand-in's own call (not a tail call: it has work after), when
@@ -113,9 +111,8 @@ void notrace diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
 	 */
 	if (within_module(parent_ip, THIS_MODULE))
 		return;
-	bit = ftrace_test_recursion_trylock(ip, parent_ip);
-	if (bit < 0)
-		return;
+	/* an RCU reader, like every hook; it calls nothing (no recursion) */
+	preempt_disable_notrace();
 	if (!diofork_policy_get() || !current->mm ||
 	    (current->flags & PF_KTHREAD))
 		goto out;
@@ -134,7 +131,7 @@ void notrace diofork_gp_ftrace(unsigned long ip, unsigned long parent_ip,
 	this_cpu_inc(diofork_gp_standins);
 	diofork_ftrace_set_ip(fregs, (unsigned long)diofork_gp_standin);
 out:
-	ftrace_test_recursion_unlock(bit);
+	preempt_enable_notrace();
 }
 
 static long diofork_gp_standins_sum(void)

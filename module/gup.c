@@ -31,7 +31,6 @@
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/ftrace.h>
-#include <linux/trace_recursion.h>
 #include <linux/hash.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
@@ -134,12 +133,9 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 {
 	const struct diofork_policy *pol;
 	struct diofork_gup_slot *s;
-	int bit;
 
-	/* our own guard, as in hooks.c; preemption disabled from here */
-	bit = ftrace_test_recursion_trylock(ip, parent_ip);
-	if (bit < 0)
-		return;
+	/* an RCU reader, like every hook; it calls nothing (no recursion) */
+	preempt_disable_notrace();
 	/*
 	 * Only a policy with gup_enter() opens slots.  Under any other (off,
 	 * observe, lock) a slot still open from before a switch is skipped:
@@ -156,7 +152,7 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 	if (s && !s->in_lookup)
 		diofork_ftrace_set_ip(fregs, (unsigned long)diofork_gup_standin);
 out:
-	ftrace_test_recursion_unlock(bit);
+	preempt_enable_notrace();
 }
 
 static struct ftrace_ops diofork_gup_ops = {

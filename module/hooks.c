@@ -8,11 +8,13 @@
  * to a stand-in which records it (getpages.c).  The release and the legacy
  * submit are plain ftrace handlers that only read their argument: no
  * kprobe dispatch, no register save, and the release is not skipped when
- * it nests (kprobes do not nest).  The ftrace handlers take ftrace's
- * recursion guard themselves, inline: asking ftrace for it puts a call
- * through ftrace_ops_assist_func() before each.  The legacy submit hook,
- * which sees every bio, filters on bi_end_io before it takes the guard;
- * past the guard, and in every other handler, preemption is disabled.  No
+ * it nests (kprobes do not nest).  The ftrace handlers take no recursion
+ * guard: each is filtered to one function, and nothing a handler calls
+ * can call that function again.  (Ftrace's guard cost about 30
+ * instructions per call, idle hooks included, and would drop a release that
+ * nests in another ftrace callback of the same context.)  The handlers
+ * disable preemption themselves, which makes them RCU readers; the legacy
+ * submit hook, which sees every bio, filters on bi_end_io first.  No
  * handler sleeps, and no indirect call goes into unexported code (Debian
  * 6.12 has IBT): the stand-ins call exported functions only.  Unregistering
  * a kprobe or an ftrace_ops waits for running handlers, so once a hook is
@@ -37,7 +39,6 @@
 #include <linux/ptrace.h>
 #include <linux/errno.h>
 #include <linux/ftrace.h>
-#include <linux/trace_recursion.h>
 #include "diofork.h"
 #include "compat.h"
 
@@ -64,20 +65,18 @@ static unsigned long diofork_legacy_end_io[2];
 /*
  * Not a kprobe: completions run in IRQ context, and an IRQ that arrives
  * while this CPU is in any kprobe handler would have its kprobe skipped
- * (kprobes do not nest), leaving the record behind.  Ftrace only refuses
- * recursion within one context.
+ * (kprobes do not nest), leaving the record behind.  A plain ftrace
+ * handler runs on every call, nested or not.
  */
 static void notrace diofork_release_ftrace(unsigned long ip,
 					   unsigned long parent_ip,
 					   struct ftrace_ops *op,
 					   struct ftrace_regs *fregs)
 {
-	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
-
-	if (bit < 0)
-		return;
+	/* an RCU reader; nothing it calls releases a bio (no recursion) */
+	preempt_disable_notrace();
 	diofork_track_release((struct bio *)diofork_fregs_arg(fregs, 0));
-	ftrace_test_recursion_unlock(bit);
+	preempt_enable_notrace();
 }
 
 /* ---- legacy fs/direct-io.c (vfat): submit_bio(bio) --------------------- */
@@ -93,7 +92,6 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 {
 	struct bio *bio = (struct bio *)diofork_fregs_arg(fregs, 0);
 	unsigned long end_io = (unsigned long)bio->bi_end_io;
-	int bit;
 
 	if (end_io != diofork_legacy_end_io[0] &&
 	    end_io != diofork_legacy_end_io[1])
@@ -101,10 +99,8 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 	if (!current->mm || (current->flags & PF_KTHREAD) ||
 	    diofork_bio_no_page_ref(bio))
 		return;
-	/* preemption disabled from here: an RCU reader */
-	bit = ftrace_test_recursion_trylock(ip, parent_ip);
-	if (bit < 0)
-		return;
+	/* an RCU reader from here; nothing it calls submits a bio */
+	preempt_disable_notrace();
 	if (!diofork_policy_get())
 		goto out;
 	if (op_is_write(bio_op(bio))) {
@@ -114,7 +110,7 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 	/* pages were taken before this point: no fork-race check here */
 	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL, 0);
 out:
-	ftrace_test_recursion_unlock(bit);
+	preempt_enable_notrace();
 }
 
 /*

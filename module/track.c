@@ -117,36 +117,50 @@ static struct diofork_bucket *diofork_buckets_alloc(unsigned int bits)
 	return b;
 }
 
+/* Pages covered by @bv. */
+static unsigned int diofork_bvec_nr_pages(const struct bio_vec *bv)
+{
+	return (offset_in_page(bv->bv_offset) + bv->bv_len + PAGE_SIZE - 1) >>
+	       PAGE_SHIFT;
+}
+
 /* Pages covered by the bvecs [first, bi_vcnt) of @bio. */
 static unsigned int diofork_bio_nr_pages(const struct bio *bio,
 					 unsigned int first)
 {
-	unsigned int i, nr = 0;
+	const struct bio_vec *bv = &bio->bi_io_vec[first];
+	const struct bio_vec *end = &bio->bi_io_vec[bio->bi_vcnt];
+	unsigned int nr = 0;
 
-	for (i = first; i < bio->bi_vcnt; i++) {
-		const struct bio_vec *bv = &bio->bi_io_vec[i];
-
-		nr += DIV_ROUND_UP(offset_in_page(bv->bv_offset) + bv->bv_len,
-				   PAGE_SIZE);
-	}
+	for (; bv < end; bv++)
+		nr += diofork_bvec_nr_pages(bv);
 	return nr;
 }
 
-static void diofork_io_fill_pages(struct diofork_io *io, const struct bio *bio,
+/*
+ * Fill in and hash a page reference for every page of bvecs [first,
+ * bi_vcnt), in one pass: each reference is complete before it is
+ * published.  Interrupts are off.
+ */
+static void diofork_io_hash_pages(struct diofork_io *io, const struct bio *bio,
 				  unsigned int first)
 {
-	unsigned int i, j, n = 0;
+	const struct bio_vec *bv = &bio->bi_io_vec[first];
+	const struct bio_vec *end = &bio->bi_io_vec[bio->bi_vcnt];
+	struct diofork_page_ref *ref = io->pages;
+	struct diofork_bucket *b;
+	unsigned long pfn;
+	unsigned int n;
 
-	for (i = first; i < bio->bi_vcnt; i++) {
-		const struct bio_vec *bv = &bio->bi_io_vec[i];
-		unsigned long pfn = page_to_pfn(bv->bv_page) +
-				    (bv->bv_offset >> PAGE_SHIFT);
-		unsigned int nr = DIV_ROUND_UP(offset_in_page(bv->bv_offset) +
-					       bv->bv_len, PAGE_SIZE);
-
-		for (j = 0; j < nr; j++, n++) {
-			io->pages[n].pfn = pfn + j;
-			io->pages[n].io = io;
+	for (; bv < end; bv++) {
+		pfn = page_to_pfn(bv->bv_page) + (bv->bv_offset >> PAGE_SHIFT);
+		for (n = diofork_bvec_nr_pages(bv); n; n--, pfn++, ref++) {
+			ref->pfn = pfn;
+			ref->io = io;
+			b = diofork_pfn_bucket(pfn);
+			diofork_bucket_lock(b);
+			hlist_add_head_rcu(&ref->node, &b->head);
+			diofork_bucket_unlock(b);
 		}
 	}
 }
@@ -203,9 +217,9 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
  * attached (its previous owner freed it through a path we do not hook: the
  * records are stale).
  */
-static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
+static unsigned int diofork_unhash_bio(const struct bio *bio,
+				       struct diofork_bucket *b, bool forced)
 {
-	struct diofork_bucket *b = diofork_bio_bucket(bio);
 	struct diofork_io *io, *victims = NULL;
 	struct hlist_node *tmp;
 	unsigned long flags;
@@ -233,21 +247,23 @@ static unsigned int diofork_unhash_bio(const struct bio *bio, bool forced)
 }
 
 /*
- * Has @bio records?  A lock-free look, so that submit (stale records are
- * rare) and the release of an untracked bio take no bucket lock.  Whoever
- * calls this owns the bio: nothing adds or releases its records meanwhile.
- * Only the hooks call it, with preemption disabled: an RCU reader without
- * rcu_read_lock(), which is a call on preemptible-RCU kernels.
+ * @bio's bucket if @bio has records, else NULL.  A lock-free look, so that
+ * submit (stale records are rare) and the release of an untracked bio take
+ * no bucket lock.  Whoever calls this owns the bio: nothing adds or
+ * releases its records meanwhile.  Only the hooks call it, with preemption
+ * disabled: an RCU reader without rcu_read_lock(), which is a call on
+ * preemptible-RCU kernels.
  */
-static bool diofork_bio_hashed(const struct bio *bio)
+static struct diofork_bucket *diofork_bio_hashed(const struct bio *bio)
 {
+	struct diofork_bucket *b = diofork_bio_bucket(bio);
 	struct diofork_io *io;
 
 	lockdep_assert_preemption_disabled();
-	hlist_for_each_entry_rcu(io, &diofork_bio_bucket(bio)->head, bio_node)
+	hlist_for_each_entry_rcu(io, &b->head, bio_node)
 		if (io->bio == bio)
-			return true;
-	return false;
+			return b;
+	return NULL;
 }
 
 /*
@@ -257,10 +273,12 @@ static bool diofork_bio_hashed(const struct bio *bio)
  */
 void diofork_track_release(const struct bio *bio)
 {
-	if (!diofork_bio_hashed(bio))
+	struct diofork_bucket *b = diofork_bio_hashed(bio);
+
+	if (!b)
 		return;
 	/* counted as submit counts a stale record: retired, and stale */
-	if (diofork_unhash_bio(bio, false) && op_is_write(bio_op(bio)))
+	if (diofork_unhash_bio(bio, b, false) && op_is_write(bio_op(bio)))
 		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 }
 
@@ -437,7 +455,7 @@ void diofork_track_forget_all(void)
 			diofork_bucket_unlock(b);
 			local_irq_restore(flags);
 			if (bio)
-				diofork_unhash_bio(bio, true);
+				diofork_unhash_bio(bio, b, true);
 		} while (bio);
 	}
 }
@@ -465,10 +483,10 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	struct diofork_bucket *b;
 	struct diofork_io *io;
 	unsigned long flags;
-	unsigned int i, nr;
+	unsigned int nr;
 
-	if (!first_vec && diofork_bio_hashed(bio) &&
-	    diofork_unhash_bio(bio, false))
+	b = first_vec ? NULL : diofork_bio_hashed(bio);
+	if (b && diofork_unhash_bio(bio, b, false))
 		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 
 	nr = diofork_bio_nr_pages(bio, first_vec);
@@ -495,7 +513,6 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	io->flags &= DIOFORK_IO_CACHED;	/* set by diofork_io_alloc() */
 	if (kernel_pinned)
 		io->flags |= DIOFORK_IO_KPINNED;
-	diofork_io_fill_pages(io, bio, first_vec);
 
 	atomic_inc(diofork_mm_count(io->mm));
 	diofork_io_account(io, 1);
@@ -504,12 +521,7 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	if (kernel_pinned)
 		diofork_stat_inc(DIOFORK_STAT_DIO_KERNEL_PINNED);
 
-	for (i = 0; i < nr; i++) {
-		b = diofork_pfn_bucket(io->pages[i].pfn);
-		diofork_bucket_lock(b);
-		hlist_add_head_rcu(&io->pages[i].node, &b->head);
-		diofork_bucket_unlock(b);
-	}
+	diofork_io_hash_pages(io, bio, first_vec);
 	b = diofork_bio_bucket(bio);
 	diofork_bucket_lock(b);
 	hlist_add_head_rcu(&io->bio_node, &b->head);
