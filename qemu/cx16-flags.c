@@ -12,7 +12,7 @@
  */
 #include <stdio.h>
 
-static unsigned __int128 mem __attribute__((aligned(16)));
+static unsigned __int128 mem;	/* 16-byte aligned, as cmpxchg16b needs */
 
 int main(void)
 {
