@@ -30,6 +30,7 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_TRACK_STALE]		= "track_stale",
 	[DIOFORK_STAT_TRACK_FORCED_RELEASE]	= "track_forced_release",
 	[DIOFORK_STAT_TRACK_FORK_RACED]		= "track_fork_raced",
+	[DIOFORK_STAT_TRACK_FORK_SHARED]	= "track_fork_shared",
 	[DIOFORK_STAT_PIN_PAGES_PINNED]		= "pin_pages_pinned",
 	[DIOFORK_STAT_PIN_PAGES_UNPINNED]	= "pin_pages_unpinned",
 	[DIOFORK_STAT_PIN_FAILURES]		= "pin_failures",

@@ -460,6 +460,33 @@ void diofork_track_forget_all(void)
 	}
 }
 
+/*
+ * Did a fork share one of @io's pages with its child before the record was
+ * hashed?  Fork clears PageAnonExclusive on each anonymous page it shares
+ * (it copies a page that may be pinned instead); the DIO's lookup, with
+ * FOLL_WRITE, left every page exclusive.  A flag still set once the record is
+ * hashed means any later sharing is followed by a COW fault that finds the
+ * record.  A cleared one means that fault may already have happened, the
+ * parent's page replaced before the record was there to see it: the window
+ * lock and observe cannot cover (pin's lookup pins inside GUP's protocol,
+ * drain holds fork off the lookup).  Only on the rare raced path.
+ */
+static bool diofork_io_shared(const struct diofork_io *io)
+{
+	struct page *page;
+	unsigned int i;
+
+	for (i = 0; i < io->nr_pages; i++) {
+		page = pfn_to_page(io->pages[i].pfn);
+		/* hugetlb keeps the flag in the head page (6.1 does not look) */
+		if (PageHuge(page))
+			page = compound_head(page);
+		if (PageAnon(page) && !PageAnonExclusive(page))
+			return true;
+	}
+	return false;
+}
+
 /* Room for io->room_pinned page pointers, after the page references. */
 struct page **diofork_io_pin_room(struct diofork_io *io)
 {
@@ -537,6 +564,8 @@ struct diofork_io *diofork_track_bio(const struct bio *bio,
 	if (wp_seq && diofork_mm_wp_seq_changed(io->mm, *wp_seq)) {
 		WRITE_ONCE(io->flags, io->flags | DIOFORK_IO_FORK_RACED);
 		diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_RACED);
+		if (!kernel_pinned && diofork_io_shared(io))
+			diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_SHARED);
 	}
 	return io;
 }
