@@ -713,7 +713,8 @@ static void check_phase(struct __test_metadata *_metadata,
 	static const char *const zero[] = {
 		"forks", "forks_with_dio_inflight", "cow_on_dio_page",
 		"cow_on_dio_page_child", "track_alloc_failures", "track_stale",
-		"track_forced_release", "track_fork_raced", "track_missed",
+		"track_forced_release", "track_fork_raced", "track_fork_shared",
+		"track_missed",
 	};
 	unsigned int i;
 
