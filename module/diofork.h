@@ -64,7 +64,10 @@ struct diofork_policy {
 	unsigned long hooks;
 	int (*enable)(void);
 	void (*disable)(void);
-	/* the DIO's own task enters / leaves its page lookup; io may be NULL */
+	/*
+	 * the DIO's own task enters / leaves its page lookup; io may be NULL.
+	 * gup_exit() is only called where gup_enter() is set.
+	 */
 	void (*gup_enter)(struct diofork_gup *g);
 	void (*gup_exit)(struct diofork_gup *g, struct diofork_io *io);
 	/*
@@ -239,16 +242,17 @@ struct diofork_io {
 
 int diofork_track_init(void);
 void diofork_track_exit(void);
+/* No mm->write_protect_seq sample: diofork_track_bio() checks no fork race. */
+#define DIOFORK_WP_SEQ_NONE	ULONG_MAX
+
 struct diofork_io *diofork_track_bio(const struct bio *bio,
 				     unsigned int first_vec, bool kernel_pinned,
-				     const unsigned int *wp_seq,
+				     unsigned long wp_seq,
 				     unsigned int room_pinned);
 struct page **diofork_io_pin_room(struct diofork_io *io);
 
-/* ---- records' per-CPU cache (io_cache.c) ---------------------------------- */
+/* ---- records' per-CPU cache (io_cache.c; fast paths: io_cache.h) ------- */
 
-struct diofork_io *diofork_io_alloc(size_t size);
-void diofork_io_free(struct diofork_io *io);
 void diofork_io_cache_trim(void);
 void diofork_io_cache_exit(void);
 void diofork_track_release(const struct bio *bio);

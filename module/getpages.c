@@ -64,37 +64,72 @@ void diofork_gp_attached(unsigned long fentry)
 	WRITE_ONCE(diofork_gp_call, (void *)(entry + MCOUNT_INSN_SIZE));
 }
 
-/* In place of bio_iov_iter_get_pages(), for a read into user memory. */
-static int diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
+/*
+ * The stand-in of a policy that acts in the page lookup (pin, drain), which
+ * sees it from entry to return.  Called with preemption disabled, in the
+ * section that read @pol (a mode switch waits for gup_enter() to return);
+ * returns with it enabled.
+ */
+static noinline int diofork_gp_standin_policy(struct bio *bio,
+					      struct iov_iter *iter,
+					      const struct diofork_policy *pol)
 {
-	struct diofork_gup d = { .bio = bio };
+	struct diofork_gup d = { .bio = bio, .pol = pol };
 	struct diofork_io *io = NULL;
 	int ret;
 
-	/* the policy callbacks and the record run as in any hook: atomic */
-	preempt_disable();
-	d.pol = diofork_policy_get();	/* may be off since the redirect */
-	if (d.pol) {
-		d.vcnt = bio->bi_vcnt;
-		d.seq = diofork_mm_wp_seq(current->mm);
-		if (d.pol->gup_enter)
-			d.pol->gup_enter(&d);
-	}
+	d.vcnt = bio->bi_vcnt;
+	d.seq = diofork_mm_wp_seq(current->mm);
+	pol->gup_enter(&d);
 	preempt_enable();
 
 	ret = READ_ONCE(diofork_gp_call)(bio, iter);
 
-	if (d.pol) {
+	preempt_disable();
+	if (!ret && bio->bi_vcnt > d.vcnt)
+		io = diofork_track_bio(bio, d.vcnt,
+				       diofork_bio_kernel_pinned(bio),
+				       d.seq, d.slot ? d.slot->nr : 0);
+	/* the policy of the entry, even if the mode changed since */
+	if (pol->gup_exit)
+		pol->gup_exit(&d, io);
+	preempt_enable();
+	return ret;
+}
+
+/*
+ * In place of bio_iov_iter_get_pages(), for a read into user memory.  The
+ * modes that only record the DIO (observe, lock) take the lean path: no
+ * context for callbacks (whose address, taken, would cost a stack canary).
+ */
+static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
+{
+	const struct diofork_policy *pol;
+	unsigned short vcnt;
+	unsigned long seq = 0;
+	int ret;
+
+	/* the policy callbacks and the record run as in any hook: atomic */
+	preempt_disable();
+	pol = diofork_policy_get();	/* may be off since the redirect */
+	if (pol && pol->gup_enter) {
+		ret = diofork_gp_standin_policy(bio, iter, pol);
+		goto out;
+	}
+	vcnt = bio->bi_vcnt;
+	if (pol)
+		seq = diofork_mm_wp_seq(current->mm);
+	preempt_enable();
+
+	ret = READ_ONCE(diofork_gp_call)(bio, iter);
+
+	if (pol && !ret && bio->bi_vcnt > vcnt) {
 		preempt_disable();
-		if (!ret && bio->bi_vcnt > d.vcnt)
-			io = diofork_track_bio(bio, d.vcnt,
-					       diofork_bio_kernel_pinned(bio),
-					       &d.seq, d.slot ? d.slot->nr : 0);
-		/* the policy of the entry, even if the mode changed since */
-		if (d.pol->gup_exit)
-			d.pol->gup_exit(&d, io);
+		diofork_track_bio(bio, vcnt, diofork_bio_kernel_pinned(bio),
+				  seq, 0);
 		preempt_enable();
 	}
+out:
 	this_cpu_dec(diofork_gp_standins);
 	return ret;
 }

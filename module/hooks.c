@@ -108,7 +108,8 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 		goto out;
 	}
 	/* pages were taken before this point: no fork-race check here */
-	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio), NULL, 0);
+	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio),
+			  DIOFORK_WP_SEQ_NONE, 0);
 out:
 	preempt_enable_notrace();
 }

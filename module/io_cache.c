@@ -38,25 +38,11 @@
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include "diofork.h"
+#include "io_cache.h"
 
-/* A cached record covers this many pages, with room for as many pins. */
-#define DIOFORK_CACHE_PAGES	4
-#define DIOFORK_CACHE_BATCH	256	/* retired records per call_rcu() */
 #define DIOFORK_CACHE_MAX	2048	/* free records kept per CPU */
 
-#define DIOFORK_CACHE_SIZE						\
-	(offsetof(struct diofork_io, pages) +				\
-	 DIOFORK_CACHE_PAGES * (sizeof(struct diofork_page_ref) +	\
-				sizeof(struct page *)))
-
-struct diofork_io_cache {
-	struct diofork_io *free;	/* past their grace period */
-	struct diofork_io *retired;	/* waiting for one */
-	unsigned int nr_free;
-	unsigned int nr_retired;
-};
-
-static DEFINE_PER_CPU(struct diofork_io_cache, diofork_io_cache);
+DEFINE_PER_CPU(struct diofork_io_cache, diofork_io_cache);
 
 static void diofork_io_kfree_chain(struct diofork_io *io)
 {
@@ -93,15 +79,9 @@ static void diofork_io_cache_refill(struct rcu_head *rcu)
 	diofork_io_kfree_chain(excess);
 }
 
-/*
- * A record of @size bytes.  Interrupts are off: the caller hashes the record
- * in the same region (one enable per IO, not one per list and lock).  Its
- * flags say whether it came from the cache's size class.  NULL if memory is
- * short.
- */
-struct diofork_io *diofork_io_alloc(size_t size)
+/* diofork_io_alloc(), when the cache is empty or the record is bigger. */
+struct diofork_io *diofork_io_alloc_slow(size_t size)
 {
-	struct diofork_io_cache *c;
 	struct diofork_io *io;
 
 	lockdep_assert_irqs_disabled();
@@ -113,27 +93,18 @@ struct diofork_io *diofork_io_alloc(size_t size)
 			io->flags = 0;
 		return io;
 	}
-
-	c = this_cpu_ptr(&diofork_io_cache);
-	io = c->free;
-	if (io) {
-		c->free = io->next_free;
-		c->nr_free--;
-	}
-	if (!io)
-		io = kmalloc(DIOFORK_CACHE_SIZE, GFP_ATOMIC | __GFP_NOWARN);
+	io = kmalloc(DIOFORK_CACHE_SIZE, GFP_ATOMIC | __GFP_NOWARN);
 	if (io)
 		io->flags = DIOFORK_IO_CACHED;
 	return io;
 }
 
 /*
- * Free a retired record once no lookup can still see it.  Interrupts are
- * off, as for diofork_io_alloc().
+ * diofork_io_free(), for a record from the allocator, or the one that fills
+ * the batch.
  */
-void diofork_io_free(struct diofork_io *io)
+void diofork_io_free_slow(struct diofork_io *io)
 {
-	struct diofork_io *batch;
 	struct diofork_io_cache *c;
 
 	lockdep_assert_irqs_disabled();
@@ -142,16 +113,13 @@ void diofork_io_free(struct diofork_io *io)
 		return;
 	}
 
+	/* the batch is full with this one */
 	c = this_cpu_ptr(&diofork_io_cache);
 	io->next_free = c->retired;
-	c->retired = io;
-	if (++c->nr_retired < DIOFORK_CACHE_BATCH)
-		return;
-	batch = c->retired;
 	c->retired = NULL;
 	c->nr_retired = 0;
 	/* the grace period starts after every record in it was unhashed */
-	call_rcu(&batch->rcu, diofork_io_cache_refill);
+	call_rcu(&io->rcu, diofork_io_cache_refill);
 }
 
 /* On the cache's own CPU: take its free records away, into *@arg. */
