@@ -100,7 +100,8 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 /*
  * In place of bio_iov_iter_get_pages(), for a read into user memory.  The
  * modes that only record the DIO (observe, lock) take the lean path: no
- * context for callbacks (whose address, taken, would cost a stack canary).
+ * context for callbacks, whose address, taken, would cost a stack canary
+ * (about 20 instructions per read with the context, QEMU -icount).
  */
 static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 {
