@@ -90,14 +90,10 @@ struct diofork_gup_slot *diofork_gup_slot_open(const struct diofork_gup_ops *ops
 	return NULL;
 }
 
+/* Its owner is done with it: open() sets every field for the next one. */
 void diofork_gup_slot_close(struct diofork_gup_slot *s)
 {
-	s->ops = NULL;
-	s->pages = NULL;
-	s->nr = 0;
-	s->cap = 0;
-	s->gated = NULL;
-	/* the fields above are cleared before another task can claim it */
+	/* our last use of the slot happens before another task can claim it */
 	smp_store_release(&s->task, NULL);
 }
 

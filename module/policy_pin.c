@@ -46,7 +46,11 @@ static void diofork_pin_drop(struct page **pages, unsigned int nr)
 {
 	if (!nr)
 		return;
-	unpin_user_pages(pages, nr);
+	/* most DIOs are one page: skip the batch walk */
+	if (nr == 1)
+		unpin_user_page(pages[0]);
+	else
+		unpin_user_pages(pages, nr);
 	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_UNPINNED, nr);
 }
 
@@ -137,12 +141,15 @@ static void diofork_pin_gup_enter(struct diofork_gup *g)
 static void diofork_pin_gup_exit(struct diofork_gup *g, struct diofork_io *io)
 {
 	struct diofork_gup_slot *s = g->slot;
+	unsigned int i;
 
 	if (!s)
 		return;
 	if (io && s->nr && io->room_pinned >= s->nr) {
 		io->pinned = diofork_io_pin_room(io);
-		memcpy(io->pinned, s->pages, s->nr * sizeof(*s->pages));
+		/* a loop, not memcpy(): most DIOs hand over one pointer */
+		for (i = 0; i < s->nr; i++)
+			io->pinned[i] = s->pages[i];
 		io->nr_pinned = s->nr;
 	} else {
 		/* no record (error, or out of memory): the IO is unprotected */
