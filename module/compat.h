@@ -108,6 +108,39 @@ static inline void diofork_release_fault_lock(struct vm_fault *vmf)
 }
 
 /*
+ * Pin @page, a page the caller holds a reference to, as GUP's FOLL_PIN
+ * does (mm/gup.c, try_grab_page(), which modules cannot call): the folio's
+ * count moves by the pin bias, or a large folio's pin count by one, and
+ * the node counts the pin in nr_foll_pin_acquired.  The exported
+ * unpin_user_page() drops it.  From then on folio_maybe_dma_pinned() says
+ * yes, and fork() copies the page for the child.  v6.1 keeps a large
+ * folio's pin count behind folio_pincount_ptr(), v6.2+ in the folio.
+ */
+static inline void diofork_page_pin(struct page *page)
+{
+	struct folio *folio = page_folio(page);
+
+	if (folio_test_large(folio)) {
+		folio_ref_inc(folio);
+#ifdef DIOFORK_HAVE_FOLIO_PINCOUNT_PTR
+		atomic_inc(folio_pincount_ptr(folio));
+#else
+		atomic_inc(&folio->_pincount);
+#endif
+	} else {
+		folio_ref_add(folio, GUP_PIN_COUNTING_BIAS);
+	}
+	node_stat_mod_folio(folio, NR_FOLL_PIN_ACQUIRED, 1);
+}
+
+/* What fork() asks before it looks at pins (MMF_HAS_PINNED, v5.18+). */
+static inline void diofork_mm_set_has_pinned(struct mm_struct *mm)
+{
+	if (!test_bit(MMF_HAS_PINNED, &mm->flags))
+		set_bit(MMF_HAS_PINNED, &mm->flags);
+}
+
+/*
  * A kprobe on a symbol lands after its ENDBR64 on IBT kernels
  * (arch_adjust_kprobe_addr()).  Step back to the address that function
  * pointers hold.

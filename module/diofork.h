@@ -62,6 +62,8 @@ struct diofork_policy {
 	enum diofork_mode mode;
 	/* hooks (enum diofork_hook_id bits) this policy needs */
 	unsigned long hooks;
+	/* a tracked read pins its pages (pin: policy_pin.c) */
+	bool pins;
 	int (*enable)(void);
 	void (*disable)(void);
 	/*
@@ -111,7 +113,9 @@ void diofork_policy_drain_exit(void);
 bool diofork_drain_holds_off_dio(void);
 struct diofork_wait_policy;
 extern struct diofork_wait_policy diofork_lock, diofork_drain;
+void diofork_pin_take(struct diofork_io *io);
 void diofork_pin_release(struct diofork_io *io);
+bool diofork_pin_settled(struct diofork_io *io);
 void diofork_mode_exit(void);
 
 /* ---- counters (stats.c) -------------------------------------------------- */
@@ -137,6 +141,7 @@ enum diofork_stat {
 	DIOFORK_STAT_PIN_PAGES_PINNED,
 	DIOFORK_STAT_PIN_PAGES_UNPINNED,
 	DIOFORK_STAT_PIN_FAILURES,
+	DIOFORK_STAT_PIN_LOOKUPS_REDONE,
 	DIOFORK_STAT_PIN_SKIPPED_SHARED,
 	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 	DIOFORK_STAT_LOCK_WAITS_SELF,
@@ -234,7 +239,7 @@ struct diofork_io {
 	struct task_struct *task;	/* submitter, identity only */
 	struct page **pinned;		/* our pins (pin mode), or NULL */
 	unsigned int nr_pinned;
-	unsigned int room_pinned;	/* pointers at the end of the record */
+	unsigned int room_pinned;	/* pointers after pages[], for pinned */
 	unsigned int flags;
 	unsigned int nr_pages;
 	struct diofork_page_ref pages[];
@@ -247,9 +252,13 @@ void diofork_track_exit(void);
 
 struct diofork_io *diofork_track_bio(const struct bio *bio,
 				     unsigned int first_vec, bool kernel_pinned,
-				     unsigned long wp_seq,
-				     unsigned int room_pinned);
+				     unsigned long wp_seq);
+struct diofork_io *diofork_track_bio_pin(const struct bio *bio,
+					 unsigned int first_vec,
+					 bool kernel_pinned,
+					 unsigned long wp_seq);
 struct page **diofork_io_pin_room(struct diofork_io *io);
+bool diofork_io_shared(const struct diofork_io *io);
 
 /* ---- records' per-CPU cache (io_cache.c; fast paths: io_cache.h) ------- */
 
@@ -312,19 +321,12 @@ struct diofork_gup_ops {
 		      int nr_pages, unsigned int gup_flags, struct page **pages);
 };
 
-/* A DIO of up to this many pages pins without allocating (most are 1). */
-#define DIOFORK_GUP_INLINE_PAGES	4
-
 /* An open lookup context; only its task uses it (see gup.c). */
 struct diofork_gup_slot {
 	struct task_struct *task;
 	const struct diofork_gup_ops *ops;
 	bool in_lookup;			/* in ops->lookup(): not redirected */
-	struct page **pages;		/* pin: pages pinned so far */
-	unsigned int nr;
-	unsigned int cap;
 	atomic_t *gated;		/* drain: the lookup count we are in */
-	struct page *inline_pages[DIOFORK_GUP_INLINE_PAGES];
 };
 
 void diofork_gup_init(void);

@@ -65,7 +65,7 @@ void diofork_gp_attached(unsigned long fentry)
 }
 
 /*
- * The stand-in of a policy that acts in the page lookup (pin, drain), which
+ * The stand-in of a policy that acts in the page lookup (drain), which
  * sees it from entry to return.  Called with preemption disabled, in the
  * section that read @pol (a mode switch waits for gup_enter() to return);
  * returns with it enabled.
@@ -88,8 +88,7 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 	preempt_disable();
 	if (!ret && bio->bi_vcnt > d.vcnt)
 		io = diofork_track_bio(bio, d.vcnt,
-				       diofork_bio_kernel_pinned(bio),
-				       d.seq, d.slot ? d.slot->nr : 0);
+				       diofork_bio_kernel_pinned(bio), d.seq);
 	/* the policy of the entry, even if the mode changed since */
 	if (pol->gup_exit)
 		pol->gup_exit(&d, io);
@@ -97,11 +96,93 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 	return ret;
 }
 
+/* Lookups of one DIO before pin gives up on a fork that keeps racing it. */
+#define DIOFORK_PIN_LOOKUPS	8
+
+/*
+ * pin: a fork overlapped the lookup of @bio, whose pages @io has pinned.
+ * If the fork shared one before the pin was there (policy_pin.c), give the
+ * pages back and look them up again, as GUP-fast gives its pins back when
+ * write_protect_seq moves: the parent's PTE is write-protected by now, so
+ * the lookup breaks COW and takes the parent's own page.  Only a bio that
+ * was empty at entry (every 6.1 caller's) can be rewound; otherwise, or
+ * after DIOFORK_PIN_LOOKUPS lookups, the DIO goes on unprotected and
+ * pin_failures counts it.
+ */
+static noinline int diofork_gp_pin_raced(struct bio *bio, struct iov_iter *iter,
+					 struct diofork_io *io,
+					 unsigned short vcnt)
+{
+	unsigned int lookups = 1;
+	unsigned long seq;
+	size_t taken;
+	int ret;
+
+	while (!diofork_pin_settled(io)) {
+		if (vcnt || lookups == DIOFORK_PIN_LOOKUPS) {
+			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
+			break;
+		}
+		diofork_stat_inc(DIOFORK_STAT_PIN_LOOKUPS_REDONE);
+		taken = bio->bi_iter.bi_size;
+		preempt_disable();
+		diofork_track_release(bio);	/* and unpin */
+		seq = diofork_mm_wp_seq(current->mm);
+		preempt_enable();
+		bio_release_pages(bio, false);
+		bio->bi_vcnt = 0;
+		bio->bi_iter.bi_size = 0;
+		iov_iter_revert(iter, taken);
+
+		ret = READ_ONCE(diofork_gp_call)(bio, iter);
+		lookups++;
+		if (ret || !bio->bi_vcnt)
+			return ret;
+		preempt_disable();
+		io = diofork_track_bio_pin(bio, 0,
+					   diofork_bio_kernel_pinned(bio), seq);
+		preempt_enable();
+		if (!io || !io->nr_pinned || !(io->flags & DIOFORK_IO_FORK_RACED))
+			break;
+	}
+	return 0;
+}
+
+/*
+ * pin's stand-in: the record pins the pages it tracks.  Called with
+ * preemption disabled; returns with it enabled.
+ */
+static noinline int diofork_gp_standin_pin(struct bio *bio,
+					   struct iov_iter *iter)
+{
+	unsigned short vcnt = bio->bi_vcnt;
+	unsigned long seq = diofork_mm_wp_seq(current->mm);
+	struct diofork_io *io;
+	int ret;
+
+	preempt_enable();
+
+	ret = READ_ONCE(diofork_gp_call)(bio, iter);
+
+	if (ret || bio->bi_vcnt <= vcnt)
+		return ret;
+	preempt_disable();
+	io = diofork_track_bio_pin(bio, vcnt, diofork_bio_kernel_pinned(bio),
+				   seq);
+	preempt_enable();
+	/* even if the mode changed since: the record holds the pins */
+	if (unlikely(io && io->nr_pinned &&
+		     (io->flags & DIOFORK_IO_FORK_RACED)))
+		ret = diofork_gp_pin_raced(bio, iter, io, vcnt);
+	return ret;
+}
+
 /*
  * In place of bio_iov_iter_get_pages(), for a read into user memory.  The
  * modes that only record the DIO (observe, lock) take the lean path: no
  * context for callbacks, whose address, taken, would cost a stack canary
- * (about 20 instructions per read with the context, QEMU -icount).
+ * (about 20 instructions per read with the context, QEMU -icount), and
+ * nothing of pin's (about 25 more).
  */
 static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 {
@@ -113,8 +194,9 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 	/* the policy callbacks and the record run as in any hook: atomic */
 	preempt_disable();
 	pol = diofork_policy_get();	/* may be off since the redirect */
-	if (pol && pol->gup_enter) {
-		ret = diofork_gp_standin_policy(bio, iter, pol);
+	if (pol && (pol->gup_enter || pol->pins)) {
+		ret = pol->pins ? diofork_gp_standin_pin(bio, iter) :
+				  diofork_gp_standin_policy(bio, iter, pol);
 		goto out;
 	}
 	vcnt = bio->bi_vcnt;
@@ -127,7 +209,7 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 	if (pol && !ret && bio->bi_vcnt > vcnt) {
 		preempt_disable();
 		diofork_track_bio(bio, vcnt, diofork_bio_kernel_pinned(bio),
-				  seq, 0);
+				  seq);
 		preempt_enable();
 	}
 out:

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The DIO's page lookup, taken over: pin and drain run their own code where
- * a DIO's get_user_pages_fast() would run.
+ * The DIO's page lookup, taken over: drain runs its own code where a DIO's
+ * get_user_pages_fast() would run.
  *
  * On a kernel whose DIO takes plain references (Debian 6.1), the block
  * layer's bio_iov_iter_get_pages() calls get_user_pages_fast() to take the
- * user pages.  A policy that must act there (pin: pin instead; drain: wait
- * while the mm forks) does so in three steps:
+ * user pages.  A policy that must act there (drain: wait while the mm
+ * forks) does so in three steps:
  *
  *  - the stand-in for bio_iov_iter_get_pages() (getpages.c) opens a
  *    per-task context, a slot naming the policy's lookup;
@@ -80,9 +80,6 @@ struct diofork_gup_slot *diofork_gup_slot_open(const struct diofork_gup_ops *ops
 		if (!READ_ONCE(s->task) && !cmpxchg(&s->task, NULL, current)) {
 			s->ops = ops;
 			s->in_lookup = false;
-			s->pages = NULL;
-			s->nr = 0;
-			s->cap = 0;
 			s->gated = NULL;
 			return s;
 		}
@@ -134,7 +131,7 @@ static void notrace diofork_gup_ftrace(unsigned long ip, unsigned long parent_ip
 	preempt_disable_notrace();
 	/*
 	 * Only a policy with gup_enter() opens slots.  Under any other (off,
-	 * observe, lock) a slot still open from before a switch is skipped:
+	 * observe, pin, lock) a slot still open from before a switch is skipped:
 	 * its DIO gets the plain lookup the new mode would give it.  Asked
 	 * first: looking for a slot that is not there probes every place it
 	 * could be, and in those modes none is (0.9% of a 4 KiB libaio read's

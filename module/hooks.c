@@ -109,7 +109,7 @@ static void notrace diofork_legacy_submit_ftrace(unsigned long ip,
 	}
 	/* pages were taken before this point: no fork-race check here */
 	diofork_track_bio(bio, 0, diofork_bio_kernel_pinned(bio),
-			  DIOFORK_WP_SEQ_NONE, 0);
+			  DIOFORK_WP_SEQ_NONE);
 out:
 	preempt_enable_notrace();
 }

@@ -35,7 +35,7 @@ void diofork_kernel_report(struct seq_file *m)
 		   diofork_kernel_has_extract_pages ? "present" : "absent");
 	seq_printf(m, "evidence_bios: %ld of %ld tracked DIO bios pinned by the kernel%s\n",
 		   pinned, total, total ? "" : " (no DIO seen yet)");
-	seq_printf(m, "pin: %s\n", diofork_gup_redirect_possible() ?
+	seq_printf(m, "pin: %s\n", !diofork_kernel_has_extract_pages ?
 		   "pins DIO pages (this kernel takes plain references)" :
 		   "passive (this kernel pins DIO pages itself)");
 	seq_printf(m, "drain_holds_off_dio: %s\n", diofork_drain_holds_off_dio() ?

@@ -1,34 +1,37 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pin: DIO takes real pins (FOLL_PIN), so fork() copies the pages early.
+ * pin: DIO holds real pins (FOLL_PIN), so fork() copies the pages early.
  *
  * Mainline (v6.5) makes the block layer pin DIO pages.  fork() then sees a
  * possibly-pinned exclusive anonymous page (MMF_HAS_PINNED and
  * folio_maybe_dma_pinned()) and gives the child a copy at once, so the
  * parent keeps the page the device writes into.  On a kernel whose DIO takes
- * plain references (Debian 6.1) this mode makes the DIO's own page lookup
- * pin (gup.c takes the lookup over):
+ * plain references (Debian 6.1) this mode adds the pin to the references
+ * the DIO already holds, when its record is made (track.c), before the bio
+ * is submitted, and drops it exactly once when the record is released, on
+ * every path: completion, error, process exit (the DIO still completes),
+ * mode switch and unload.  The pin is GUP's own (compat.h), accounted in
+ * /proc/vmstat nr_foll_pin_*.
  *
- *  - the lookup calls the exported pin_user_pages_fast() instead of
- *    get_user_pages_fast() and adds the plain reference the DIO path
- *    expects (it will put_page() each page once, as before);
- *  - the pins are handed to the DIO's record and dropped exactly once when
- *    its pages are released, on every path: completion, error, process
- *    exit (the DIO still completes), mode switch and unload.
- *
- * Pinning inside the kernel's own GUP keeps the kernel's protocol against a
- * concurrent fork (write_protect_seq, then the mmap lock), and the pin is
- * accounted in /proc/vmstat nr_foll_pin_*.  Nothing is wrapped: the
- * original get_user_pages_fast() is never called from here.
+ * A fork can overlap the lookup and share a page before the pin is there.
+ * GUP-fast has the same window and closes it with the mm's
+ * write_protect_seq: it pins, then re-reads the count, and gives the pages
+ * back if a fork ran.  The record does the same: write_protect_seq is read
+ * before the lookup, the pages are pinned, a full barrier, the count is
+ * read again (track.c).  A fork section that starts after that re-read
+ * sees the pin; one that ran before it has either copied the page (it saw
+ * the pin) or cleared its PageAnonExclusive (it shared it).  So a raced
+ * record waits for a fork section still running (the fork holds the mmap
+ * lock for writing), then looks at the flags: if a page was shared, the
+ * lookup is done again (getpages.c), and it finds the parent's page
+ * write-protected and breaks COW first, as GUP would after backing off.
  *
  * Not pinned: DIO writes (the device reads the page, and COW never changes
  * the bytes of the page it leaves behind: nothing to protect, see track.c),
  * pages that are not anonymous (MAP_SHARED, shmem: fork does not copy
  * them), io_uring registered buffers (not user-backed iterators: never
- * reach here).  MADV_DONTFORK ranges are pinned like any other: fork skips
- * their VMA, so the pin costs only itself.  Looking the VMA up to skip them
- * took the mmap lock and walked the maple tree on every DIO, about 1.3 us
- * of a 4 KiB read's 60 in fio under TCG, for a range that is safe anyway.
+ * tracked).  MADV_DONTFORK ranges are pinned like any other: fork skips
+ * their VMA, so the pin costs only itself.
  *
  * On a kernel that pins DIO itself the mode is passive: it tracks and
  * counts, and pins nothing twice.
@@ -37,138 +40,74 @@
 
 #include <linux/kernel.h>
 #include <linux/mm.h>
-#include <linux/slab.h>
+#include <linux/mmap_lock.h>
 #include "diofork.h"
+#include "compat.h"
 
-static bool diofork_pin_passive;
-
-static void diofork_pin_drop(struct page **pages, unsigned int nr)
+/*
+ * From diofork_track_bio(), before it re-reads write_protect_seq: pin the
+ * anonymous pages of a new record of the DIO's own task.  The bio is not
+ * submitted yet; the references it holds keep the pages.
+ */
+void diofork_pin_take(struct diofork_io *io)
 {
-	if (!nr)
-		return;
-	/* most DIOs are one page: skip the batch walk */
-	if (nr == 1)
-		unpin_user_page(pages[0]);
-	else
-		unpin_user_pages(pages, nr);
-	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_UNPINNED, nr);
-}
+	struct page **pinned = diofork_io_pin_room(io);
+	struct page *page;
+	unsigned int i, n = 0;
 
-/* ---- the GUP replacement: runs where get_user_pages_fast() would -------- */
-
-static void diofork_pin_slot_free(struct diofork_gup_slot *s)
-{
-	if (s->pages != s->inline_pages)
-		kfree(s->pages);
-}
-
-/* Pins so far go to the slot's own array until they outgrow it. */
-static bool diofork_pin_slot_grow(struct diofork_gup_slot *s, unsigned int more)
-{
-	struct page **pages;
-	unsigned int cap;
-
-	if (!s->cap) {
-		s->pages = s->inline_pages;
-		s->cap = ARRAY_SIZE(s->inline_pages);
-	}
-	if (s->nr + more <= s->cap)
-		return true;
-	cap = max(s->nr + more, 2 * s->cap);
-	pages = kmalloc_array(cap, sizeof(*pages), GFP_KERNEL);
-	if (!pages)
-		return false;
-	memcpy(pages, s->pages, s->nr * sizeof(*pages));
-	diofork_pin_slot_free(s);
-	s->pages = pages;
-	s->cap = cap;
-	return true;
-}
-
-static int diofork_pin_lookup(struct diofork_gup_slot *s, unsigned long start,
-			      int nr_pages, unsigned int gup_flags,
-			      struct page **pages)
-{
-	int i, ret, kept = 0;
-
-	if (!diofork_pin_slot_grow(s, nr_pages)) {
-		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
-		goto plain;
-	}
-
-	ret = pin_user_pages_fast(start, nr_pages, gup_flags, pages);
-	if (ret <= 0)
-		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
-	for (i = 0; i < ret; i++) {
-		/* the reference the DIO path will put_page() */
-		get_page(pages[i]);
-		if (!PageAnon(pages[i])) {
+	for (i = 0; i < io->nr_pages; i++) {
+		page = pfn_to_page(io->pages[i].pfn);
+		if (!PageAnon(page)) {
 			/* shared memory: fork does not copy it, keep no pin */
-			unpin_user_page(pages[i]);
 			diofork_stat_inc(DIOFORK_STAT_PIN_SKIPPED_SHARED);
 			continue;
 		}
-		s->pages[s->nr++] = pages[i];
-		kept++;
+		diofork_page_pin(page);
+		pinned[n++] = page;
 	}
-	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_PINNED, kept);
-	return ret;
-
-plain:
-	/* not redirected again: the slot is in its lookup (gup.c) */
-	return get_user_pages_fast(start, nr_pages, gup_flags, pages);
-}
-
-static const struct diofork_gup_ops diofork_pin_gup_ops = {
-	.lookup		= diofork_pin_lookup,
-};
-
-/* ---- policy callbacks ----------------------------------------------------- */
-
-static void diofork_pin_gup_enter(struct diofork_gup *g)
-{
-	if (diofork_pin_passive)
+	if (!n)
 		return;
-	g->slot = diofork_gup_slot_open(&diofork_pin_gup_ops);
-	if (!g->slot)
-		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
-}
-
-/*
- * bio_iov_iter_get_pages() returned: hand the pins to the record, which was
- * made with room for them, if there is one.
- */
-static void diofork_pin_gup_exit(struct diofork_gup *g, struct diofork_io *io)
-{
-	struct diofork_gup_slot *s = g->slot;
-	unsigned int i;
-
-	if (!s)
-		return;
-	if (io && s->nr && io->room_pinned >= s->nr) {
-		io->pinned = diofork_io_pin_room(io);
-		/* a loop, not memcpy(): most DIOs hand over one pointer */
-		for (i = 0; i < s->nr; i++)
-			io->pinned[i] = s->pages[i];
-		io->nr_pinned = s->nr;
-	} else {
-		/* no record (error, or out of memory): the IO is unprotected */
-		if (s->nr)
-			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
-		diofork_pin_drop(s->pages, s->nr);
-	}
-	diofork_pin_slot_free(s);
-	diofork_gup_slot_close(s);
-	g->slot = NULL;
+	diofork_mm_set_has_pinned(io->mm);
+	io->pinned = pinned;
+	io->nr_pinned = n;
+	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_PINNED, n);
 }
 
 /* From the record's release, whatever the mode is by then. */
 void diofork_pin_release(struct diofork_io *io)
 {
-	diofork_pin_drop(io->pinned, io->nr_pinned);
+	/* most DIOs are one page: skip the batch walk */
+	if (io->nr_pinned == 1)
+		unpin_user_page(io->pinned[0]);
+	else
+		unpin_user_pages(io->pinned, io->nr_pinned);
+	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_UNPINNED, io->nr_pinned);
 	/* the array is part of the record */
 	io->pinned = NULL;
 	io->nr_pinned = 0;
+}
+
+/*
+ * A fork overlapped the lookup of @io, a pinned record of ours (the record
+ * says DIOFORK_IO_FORK_RACED).  Are its pages still the parent's own?  From
+ * the DIO's task, which may sleep: the bio is not submitted.
+ */
+bool diofork_pin_settled(struct diofork_io *io)
+{
+	struct mm_struct *mm = io->mm;
+
+	/*
+	 * Odd: a fork is write-protecting the parent's PTEs, perhaps ours,
+	 * and may not have seen the pin.  It does so holding the mmap lock
+	 * for writing: taking it for reading waits for the whole fork.
+	 * Even: every fork section that ran is done, and its flags are
+	 * visible (the read orders them); any later one sees the pin.
+	 */
+	if (diofork_mm_wp_seq(mm) & 1) {
+		mmap_read_lock(mm);
+		mmap_read_unlock(mm);
+	}
+	return !diofork_io_shared(io);
 }
 
 static unsigned long diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
@@ -181,21 +120,17 @@ static unsigned long diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
 
 static int diofork_pin_enable(void)
 {
-	diofork_pin_passive = diofork_kernel_has_extract_pages;
-	if (diofork_pin_passive) {
+	if (diofork_kernel_has_extract_pages)
 		pr_info("pin: this kernel pins DIO pages itself: passive\n");
-		return 0;
-	}
-	return diofork_gup_redirect_start();
+	return 0;
 }
 
 static const struct diofork_policy diofork_pin = {
 	.mode		= DIOFORK_MODE_PIN,
 	.hooks		= DIOFORK_HOOKS_TRACK | BIT(DIOFORK_HOOK_FORK) |
 			  BIT(DIOFORK_HOOK_COW),
+	.pins		= true,
 	.enable		= diofork_pin_enable,
-	.gup_enter	= diofork_pin_gup_enter,
-	.gup_exit	= diofork_pin_gup_exit,
 	.fork		= diofork_pin_fork,
 };
 

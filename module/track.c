@@ -154,8 +154,9 @@ static unsigned int diofork_bio_nr_pages(const struct bio *bio,
  * bi_vcnt), in one pass: each reference is complete before it is
  * published.  Interrupts are off.
  */
-static void diofork_io_hash_pages(struct diofork_io *io, const struct bio *bio,
-				  unsigned int first)
+static __always_inline void
+diofork_io_hash_pages(struct diofork_io *io, const struct bio *bio,
+		      unsigned int first)
 {
 	const struct bio_vec *bv = &bio->bi_io_vec[first];
 	const struct bio_vec *end = &bio->bi_io_vec[bio->bi_vcnt];
@@ -177,7 +178,8 @@ static void diofork_io_hash_pages(struct diofork_io *io, const struct bio *bio,
 	}
 }
 
-static void diofork_io_account(const struct diofork_io *io, int sign)
+static __always_inline void diofork_io_account(const struct diofork_io *io,
+					       int sign)
 {
 	diofork_stat_add(DIOFORK_STAT_DIO_INFLIGHT, sign);
 	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_INFLIGHT,
@@ -480,10 +482,10 @@ void diofork_track_forget_all(void)
  * hashed means any later sharing is followed by a COW fault that finds the
  * record.  A cleared one means that fault may already have happened, the
  * parent's page replaced before the record was there to see it: the window
- * lock and observe cannot cover (pin's lookup pins inside GUP's protocol,
- * drain holds fork off the lookup).  Only on the rare raced path.
+ * lock and observe cannot cover (pin does the lookup again, drain holds
+ * fork off the lookup).  Only on the rare raced path.
  */
-static bool diofork_io_shared(const struct diofork_io *io)
+bool diofork_io_shared(const struct diofork_io *io)
 {
 	struct page *page;
 	unsigned int i;
@@ -512,19 +514,19 @@ struct page **diofork_io_pin_room(struct diofork_io *io)
  * mm->write_protect_seq sampled before the pages were taken: a fork() that
  * overlapped the window may have shared a page before we could see it, and
  * the record says so.
- * The record has room for @room_pinned page pointers
- * (diofork_io_pin_room()), so that pin needs no allocation of its own.
+ * With @pin, the record pins its anonymous pages before it re-reads the
+ * count (policy_pin.c), in room of its own (diofork_io_pin_room()).
+ * Inline in two callers, so that a read pin does not track costs nothing
+ * of pin's.
  */
-struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
-					     unsigned int first_vec,
-					     bool kernel_pinned,
-					     unsigned long wp_seq,
-					     unsigned int room_pinned)
+static __always_inline struct diofork_io *
+__diofork_track_bio(const struct bio *bio, unsigned int first_vec,
+		    bool kernel_pinned, unsigned long wp_seq, const bool pin)
 {
 	struct diofork_bucket *b;
 	struct diofork_io *io;
 	unsigned long flags;
-	unsigned int nr;
+	unsigned int nr, room_pinned = 0;
 
 	b = first_vec ? NULL : diofork_bio_hashed(bio);
 	if (b && diofork_unhash_bio(bio, b, false))
@@ -533,6 +535,9 @@ struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
 	nr = diofork_bio_nr_pages(bio, first_vec);
 	if (!nr)
 		return NULL;
+	/* a kernel that pins DIO itself has pinned these (pin is passive) */
+	if (pin && !kernel_pinned)
+		room_pinned = nr;
 	/* one region with interrupts off, for the allocation and the hashing */
 	local_irq_save(flags);
 	io = diofork_io_alloc(size_add(struct_size(io, pages, nr),
@@ -569,10 +574,12 @@ struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
 	diofork_bucket_unlock(b);
 	local_irq_restore(flags);
 
+	if (room_pinned)
+		diofork_pin_take(io);
 	/*
-	 * Hashed before we re-read write_protect_seq, as GUP-fast re-reads it
-	 * after taking its pins.  The bio is not submitted yet: nobody can
-	 * release it under us.
+	 * Hashed and pinned before we re-read write_protect_seq, as GUP-fast
+	 * re-reads it after taking its pins.  The bio is not submitted yet:
+	 * nobody can release it under us.
 	 */
 	smp_mb();
 	if (wp_seq != DIOFORK_WP_SEQ_NONE &&
@@ -583,6 +590,25 @@ struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
 			diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_SHARED);
 	}
 	return io;
+}
+
+struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
+					     unsigned int first_vec,
+					     bool kernel_pinned,
+					     unsigned long wp_seq)
+{
+	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
+				   false);
+}
+
+/* The same, for pin: the record pins its pages. */
+struct diofork_io *notrace diofork_track_bio_pin(const struct bio *bio,
+						 unsigned int first_vec,
+						 bool kernel_pinned,
+						 unsigned long wp_seq)
+{
+	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
+				   true);
 }
 
 int diofork_track_init(void)
