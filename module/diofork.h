@@ -9,7 +9,7 @@
  *   debugfs.c   /sys/kernel/debug/diofork/
  *   hooks.c     the hook table: kprobes on the kernel's DIO, fork, fault paths
  *   track.c     the in-flight table: which pages each DIO targets
- *   gup.c       the DIO's page lookup, taken over by pin and drain
+ *   gup.c       the DIO's page lookup, taken over by drain
  *   policy_*.c  one file per mode
  *   compat.h    the only place that knows about kernel versions
  */
@@ -62,7 +62,13 @@ struct diofork_policy {
 	enum diofork_mode mode;
 	/* hooks (enum diofork_hook_id bits) this policy needs */
 	unsigned long hooks;
-	/* a tracked read pins its pages (pin: policy_pin.c) */
+	/*
+	 * A tracked read whose lookup a fork overlapped and shared a page of
+	 * is looked up again (getpages.c): pin and lock, whose protection
+	 * starts at the record.  With @pins the record pins its pages
+	 * (policy_pin.c).
+	 */
+	bool redo_shared;
 	bool pins;
 	int (*enable)(void);
 	void (*disable)(void);
@@ -115,7 +121,6 @@ struct diofork_wait_policy;
 extern struct diofork_wait_policy diofork_lock, diofork_drain;
 void diofork_pin_take(struct diofork_io *io);
 void diofork_pin_release(struct diofork_io *io);
-bool diofork_pin_settled(struct diofork_io *io);
 void diofork_mode_exit(void);
 
 /* ---- counters (stats.c) -------------------------------------------------- */
@@ -138,10 +143,11 @@ enum diofork_stat {
 	DIOFORK_STAT_TRACK_FORCED_RELEASE,
 	DIOFORK_STAT_TRACK_FORK_RACED,
 	DIOFORK_STAT_TRACK_FORK_SHARED,
+	DIOFORK_STAT_LOOKUPS_REDONE,
+	DIOFORK_STAT_LOOKUPS_NOT_REDONE,
 	DIOFORK_STAT_PIN_PAGES_PINNED,
 	DIOFORK_STAT_PIN_PAGES_UNPINNED,
 	DIOFORK_STAT_PIN_FAILURES,
-	DIOFORK_STAT_PIN_LOOKUPS_REDONE,
 	DIOFORK_STAT_PIN_SKIPPED_SHARED,
 	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 	DIOFORK_STAT_LOCK_WAITS_SELF,
@@ -258,7 +264,7 @@ struct diofork_io *diofork_track_bio_pin(const struct bio *bio,
 					 bool kernel_pinned,
 					 unsigned long wp_seq);
 struct page **diofork_io_pin_room(struct diofork_io *io);
-bool diofork_io_shared(const struct diofork_io *io);
+bool diofork_io_settled(const struct diofork_io *io);
 
 /* ---- records' per-CPU cache (io_cache.c; fast paths: io_cache.h) ------- */
 

@@ -96,34 +96,55 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 	return ret;
 }
 
-/* Lookups of one DIO before pin gives up on a fork that keeps racing it. */
-#define DIOFORK_PIN_LOOKUPS	8
+/* Lookups of one DIO before we give up on forks that keep sharing its pages. */
+#define DIOFORK_REDO_LOOKUPS	8
+
+/* Record the pages of bvecs [vcnt, bi_vcnt); with @pins, pin them too. */
+static struct diofork_io *diofork_gp_track(struct bio *bio, unsigned short vcnt,
+					   unsigned long seq, bool pins)
+{
+	bool kernel_pinned = diofork_bio_kernel_pinned(bio);
+	struct diofork_io *io;
+
+	preempt_disable();
+	io = pins ? diofork_track_bio_pin(bio, vcnt, kernel_pinned, seq) :
+		    diofork_track_bio(bio, vcnt, kernel_pinned, seq);
+	preempt_enable();
+	return io;
+}
+
+/* Did a fork overlap @io's lookup, which took plain references? */
+static bool diofork_gp_raced(const struct diofork_io *io)
+{
+	return io && (io->flags & (DIOFORK_IO_FORK_RACED | DIOFORK_IO_KPINNED)) ==
+		     DIOFORK_IO_FORK_RACED;
+}
 
 /*
- * pin: a fork overlapped the lookup of @bio, whose pages @io has pinned.
- * If the fork shared one before the pin was there (policy_pin.c), give the
- * pages back and look them up again, as GUP-fast gives its pins back when
- * write_protect_seq moves: the parent's PTE is write-protected by now, so
- * the lookup breaks COW and takes the parent's own page.  Only a bio that
- * was empty at entry (every 6.1 caller's) can be rewound; otherwise, or
- * after DIOFORK_PIN_LOOKUPS lookups, the DIO goes on unprotected and
- * pin_failures counts it.
+ * pin, lock: a fork overlapped the lookup of @bio, recorded as @io.  If the
+ * fork shared one of its pages before the record was there (track.c,
+ * diofork_io_settled()), give the pages back and look them up again, as
+ * GUP-fast gives its pins back when write_protect_seq moves: the parent's
+ * PTE is write-protected by now, so the lookup breaks COW and takes the
+ * parent's own page.  Only a bio that was empty at entry (every 6.1
+ * caller's) can be rewound; otherwise, or after DIOFORK_REDO_LOOKUPS
+ * lookups, the DIO goes on exposed and lookups_not_redone counts it.
  */
-static noinline int diofork_gp_pin_raced(struct bio *bio, struct iov_iter *iter,
-					 struct diofork_io *io,
-					 unsigned short vcnt)
+static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
+				    struct diofork_io *io, unsigned short vcnt,
+				    bool pins)
 {
 	unsigned int lookups = 1;
 	unsigned long seq;
 	size_t taken;
 	int ret;
 
-	while (!diofork_pin_settled(io)) {
-		if (vcnt || lookups == DIOFORK_PIN_LOOKUPS) {
-			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
+	while (!diofork_io_settled(io)) {
+		if (vcnt || lookups == DIOFORK_REDO_LOOKUPS) {
+			diofork_stat_inc(DIOFORK_STAT_LOOKUPS_NOT_REDONE);
 			break;
 		}
-		diofork_stat_inc(DIOFORK_STAT_PIN_LOOKUPS_REDONE);
+		diofork_stat_inc(DIOFORK_STAT_LOOKUPS_REDONE);
 		taken = bio->bi_iter.bi_size;
 		preempt_disable();
 		diofork_track_release(bio);	/* and unpin */
@@ -138,22 +159,21 @@ static noinline int diofork_gp_pin_raced(struct bio *bio, struct iov_iter *iter,
 		lookups++;
 		if (ret || !bio->bi_vcnt)
 			return ret;
-		preempt_disable();
-		io = diofork_track_bio_pin(bio, 0,
-					   diofork_bio_kernel_pinned(bio), seq);
-		preempt_enable();
-		if (!io || !io->nr_pinned || !(io->flags & DIOFORK_IO_FORK_RACED))
+		io = diofork_gp_track(bio, 0, seq, pins);
+		if (!diofork_gp_raced(io))
 			break;
 	}
 	return 0;
 }
 
 /*
- * pin's stand-in: the record pins the pages it tracks.  Called with
- * preemption disabled; returns with it enabled.
+ * The stand-in of pin and lock, whose records must hold the parent's own
+ * pages.  Called with preemption disabled, in the section that read the
+ * policy; returns with it enabled.  The record is made as the policy of
+ * the entry says, even if the mode changed since.
  */
-static noinline int diofork_gp_standin_pin(struct bio *bio,
-					   struct iov_iter *iter)
+static noinline int diofork_gp_standin_redo(struct bio *bio,
+					    struct iov_iter *iter, bool pins)
 {
 	unsigned short vcnt = bio->bi_vcnt;
 	unsigned long seq = diofork_mm_wp_seq(current->mm);
@@ -166,23 +186,19 @@ static noinline int diofork_gp_standin_pin(struct bio *bio,
 
 	if (ret || bio->bi_vcnt <= vcnt)
 		return ret;
-	preempt_disable();
-	io = diofork_track_bio_pin(bio, vcnt, diofork_bio_kernel_pinned(bio),
-				   seq);
-	preempt_enable();
-	/* even if the mode changed since: the record holds the pins */
-	if (unlikely(io && io->nr_pinned &&
-		     (io->flags & DIOFORK_IO_FORK_RACED)))
-		ret = diofork_gp_pin_raced(bio, iter, io, vcnt);
+	io = diofork_gp_track(bio, vcnt, seq, pins);
+	if (unlikely(!io && pins))
+		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
+	if (unlikely(diofork_gp_raced(io)))
+		ret = diofork_gp_redo(bio, iter, io, vcnt, pins);
 	return ret;
 }
 
 /*
- * In place of bio_iov_iter_get_pages(), for a read into user memory.  The
- * modes that only record the DIO (observe, lock) take the lean path: no
- * context for callbacks, whose address, taken, would cost a stack canary
- * (about 20 instructions per read with the context, QEMU -icount), and
- * nothing of pin's (about 25 more).
+ * In place of bio_iov_iter_get_pages(), for a read into user memory.
+ * observe takes the lean path: no context for callbacks, whose address,
+ * taken, would cost a stack canary (about 20 instructions per read with
+ * the context, QEMU -icount), and nothing of pin's (about 25 more).
  */
 static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 {
@@ -194,9 +210,10 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 	/* the policy callbacks and the record run as in any hook: atomic */
 	preempt_disable();
 	pol = diofork_policy_get();	/* may be off since the redirect */
-	if (pol && (pol->gup_enter || pol->pins)) {
-		ret = pol->pins ? diofork_gp_standin_pin(bio, iter) :
-				  diofork_gp_standin_policy(bio, iter, pol);
+	if (pol && (pol->gup_enter || pol->redo_shared)) {
+		ret = pol->redo_shared ?
+		      diofork_gp_standin_redo(bio, iter, pol->pins) :
+		      diofork_gp_standin_policy(bio, iter, pol);
 		goto out;
 	}
 	vcnt = bio->bi_vcnt;

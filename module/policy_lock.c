@@ -23,6 +23,13 @@
  *
  * A wait that times out lets that task's retried fault on that page through
  * once (a pass, see policy_wait.c), so lock_timeout_ms bounds the fault.
+ *
+ * The wait starts at the record, made when the page lookup returns.  A fork
+ * that shares a page between the lookup and the record, then a write fault
+ * in the parent in that same gap, would replace the parent's page before
+ * any record could make the fault wait.  Such a record finds its page
+ * shared once the fork is done, and the lookup is done again (getpages.c),
+ * as pin does: it breaks COW and takes the parent's page of now.
  */
 #include <linux/mm.h>
 #include "compat.h"
@@ -97,6 +104,7 @@ static const struct diofork_policy diofork_lock_policy = {
 	.mode		= DIOFORK_MODE_LOCK,
 	.hooks		= DIOFORK_HOOKS_TRACK | BIT(DIOFORK_HOOK_FORK) |
 			  BIT(DIOFORK_HOOK_COW),
+	.redo_shared	= true,
 	.enable		= diofork_lock_enable,
 	.disable	= diofork_lock_disable,
 	.cow_fault	= diofork_lock_cow_fault,

@@ -21,10 +21,10 @@
  * read again (track.c).  A fork section that starts after that re-read
  * sees the pin; one that ran before it has either copied the page (it saw
  * the pin) or cleared its PageAnonExclusive (it shared it).  So a raced
- * record waits for a fork section still running (the fork holds the mmap
- * lock for writing), then looks at the flags: if a page was shared, the
- * lookup is done again (getpages.c), and it finds the parent's page
- * write-protected and breaks COW first, as GUP would after backing off.
+ * record waits for a fork section still running, then looks at the flags
+ * (track.c, diofork_io_settled()): if a page was shared, the lookup is done
+ * again (getpages.c), and it finds the parent's page write-protected and
+ * breaks COW first, as GUP would after backing off.
  *
  * Not pinned: DIO writes (the device reads the page, and COW never changes
  * the bytes of the page it leaves behind: nothing to protect, see track.c),
@@ -40,7 +40,6 @@
 
 #include <linux/kernel.h>
 #include <linux/mm.h>
-#include <linux/mmap_lock.h>
 #include "diofork.h"
 #include "compat.h"
 
@@ -87,29 +86,6 @@ void diofork_pin_release(struct diofork_io *io)
 	io->nr_pinned = 0;
 }
 
-/*
- * A fork overlapped the lookup of @io, a pinned record of ours (the record
- * says DIOFORK_IO_FORK_RACED).  Are its pages still the parent's own?  From
- * the DIO's task, which may sleep: the bio is not submitted.
- */
-bool diofork_pin_settled(struct diofork_io *io)
-{
-	struct mm_struct *mm = io->mm;
-
-	/*
-	 * Odd: a fork is write-protecting the parent's PTEs, perhaps ours,
-	 * and may not have seen the pin.  It does so holding the mmap lock
-	 * for writing: taking it for reading waits for the whole fork.
-	 * Even: every fork section that ran is done, and its flags are
-	 * visible (the read orders them); any later one sees the pin.
-	 */
-	if (diofork_mm_wp_seq(mm) & 1) {
-		mmap_read_lock(mm);
-		mmap_read_unlock(mm);
-	}
-	return !diofork_io_shared(io);
-}
-
 static unsigned long diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
 {
 	if (dio_inflight)
@@ -129,6 +105,7 @@ static const struct diofork_policy diofork_pin = {
 	.mode		= DIOFORK_MODE_PIN,
 	.hooks		= DIOFORK_HOOKS_TRACK | BIT(DIOFORK_HOOK_FORK) |
 			  BIT(DIOFORK_HOOK_COW),
+	.redo_shared	= true,
 	.pins		= true,
 	.enable		= diofork_pin_enable,
 	.fork		= diofork_pin_fork,

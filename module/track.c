@@ -31,6 +31,7 @@
 #include <linux/hash.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
+#include <linux/mmap_lock.h>
 #include <linux/sched.h>
 #include <linux/spinlock.h>
 #include <linux/vmalloc.h>
@@ -482,10 +483,11 @@ void diofork_track_forget_all(void)
  * hashed means any later sharing is followed by a COW fault that finds the
  * record.  A cleared one means that fault may already have happened, the
  * parent's page replaced before the record was there to see it: the window
- * lock and observe cannot cover (pin does the lookup again, drain holds
- * fork off the lookup).  Only on the rare raced path.
+ * the record was not there to make wait (pin and lock do the lookup
+ * again, below; drain holds fork off the lookup; observe only counts).
+ * Only on the rare raced path.
  */
-bool diofork_io_shared(const struct diofork_io *io)
+static bool diofork_io_shared(const struct diofork_io *io)
 {
 	struct page *page;
 	unsigned int i;
@@ -499,6 +501,26 @@ bool diofork_io_shared(const struct diofork_io *io)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * A fork overlapped the lookup of @io, a record of the DIO's own task (the
+ * record says DIOFORK_IO_FORK_RACED): are its pages still the parent's own?
+ * The task may sleep: the bio is not submitted.  A fork copies the parent's
+ * PTEs in sections during which write_protect_seq is odd.  Odd now: a
+ * section is running, perhaps on our pages, and it holds the mmap lock for
+ * writing, so taking it for reading waits for the whole fork.  Even: every
+ * section that ran is done, and the read orders its flags before ours.  A
+ * section that starts later finds the record there first: pin's pins make
+ * it copy the page, lock's record makes the parent's COW fault wait.
+ */
+bool diofork_io_settled(const struct diofork_io *io)
+{
+	if (diofork_mm_wp_seq(io->mm) & 1) {
+		mmap_read_lock(io->mm);
+		mmap_read_unlock(io->mm);
+	}
+	return !diofork_io_shared(io);
 }
 
 /* Room for io->room_pinned page pointers, after the page references. */

@@ -1,38 +1,45 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pin_lookup - a fork() inside a DIO read's page lookup, made to happen.
+ * lookup_fork - a fork() inside a DIO read's page lookup, made to happen.
  *
- * pin pins a read's pages when its record is made, after the DIO's own
- * lookup took them.  A fork inside that window can share a page before the
- * pin is there; pin then sees write_protect_seq move, finds the page shared
- * and does the lookup again (pin_lookups_redone).  dio_fork_race hits that
- * window by chance; this test puts the fork in it every time:
+ * pin and lock protect a read from its record on, made when its page
+ * lookup returns.  A fork inside the lookup can share a page before the
+ * record is there; both modes then see write_protect_seq move, find the
+ * page shared and do the lookup again (lookups_redone).  dio_fork_race hits
+ * that window by chance; this test puts the fork in it every time:
  *
  *  - a private anonymous buffer of two pages: page 0 present (written),
  *    page 1 missing and registered with userfaultfd;
  *  - a thread reads 8 KiB O_DIRECT into it from a dm-delay device (read
- *    delay $DIOFORK_PIN_DELAY_MS, 1000 ms).  Its lookup takes page 0 and
+ *    delay $DIOFORK_LOOKUP_DELAY_MS, 1000 ms).  Its lookup takes page 0 and
  *    blocks in the userfault on page 1;
- *  - the main thread sees the fault, forks (the child keeps page 0 COW-
- *    shared and sleeps), then fills page 1 (UFFDIO_COPY): the lookup ends,
- *    the bio is submitted and sits in dm-delay;
- *  - 200 ms later the parent writes one byte of page 0, then waits for the
- *    read and checks both pages against the device's pattern; the child
- *    checks that its page 0 still holds zeros.
+ *  - the main thread sees the fault and forks (the child keeps page 0 COW-
+ *    shared and sleeps);
+ *  - it writes one byte of page 0, a COW fault: variant in_lookup before it
+ *    fills page 1 (UFFDIO_COPY), with the lookup still blocked, so no
+ *    record exists yet; variant in_flight after, 200 ms later, with the bio
+ *    in dm-delay;
+ *  - it waits for the read and checks both pages against the device's
+ *    pattern; the child checks that its page 0 still holds zeros.
  *
  * On a kernel whose DIO takes plain references (6.1), with nothing to stop
  * it (mode off or observe), the parent's write breaks COW and gets a copy,
  * and the read lands in the page the child holds: the parent loses page 0
  * and the child sees the device's data, by construction every time.  The
- * test requires it at least once (it has the power to see the loss).  With pin, or on a kernel that
- * pins DIO itself (6.12), neither may happen; on 6.1 pin must also have
- * redone at least one lookup per iteration and failed none.
+ * test requires it at least once (it has the power to see the loss).  In
+ * pin and lock, or on a kernel that pins DIO itself (6.12), neither may
+ * happen; on 6.1 pin and lock must also have redone at least one lookup
+ * per iteration and given up on none.  (lock leaves the child's copy alone
+ * here only because the redo moves the read off the shared page: with a
+ * fork after the record, lock lets the read land in the shared page, which
+ * the child sees, and makes the parent's COW wait for it.)  Before the redo,
+ * lock lost 5 of 5 reads in_lookup, and pin without it 5 of 5 in_flight.
  *
- * $DIOFORK_PIN_ITERS (5) iterations.  One counts only if the read was still
- * in flight when the parent wrote (checked after the write); at least 3
- * must.  Modes lock and drain: SKIP (drain holds the fork off the lookup,
- * which here waits for the forking thread: a deadlock until its timeout).
- * Prints every iteration's outcome and the counts.
+ * $DIOFORK_LOOKUP_ITERS (5) iterations.  An in_flight one counts only if the
+ * read was still in flight when the parent wrote (checked after the
+ * write); at least 3 must.  Mode drain: SKIP (drain holds the fork off the
+ * lookup, which here waits for the forking thread: a deadlock until its
+ * timeout).  Prints every iteration's outcome and the counts.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -57,14 +64,17 @@
 
 #define PAGE_SZ		4096
 #define IO_SZ		(2 * PAGE_SZ)
-#define DM_NAME		"diofork_pin_delay"
+#define DM_NAME		"diofork_lookup_delay"
 #define DM_BASE_SECTOR	(3ULL << 20)	/* 1.5 GiB into DEV1 */
 #define DM_SECTORS	(1ULL << 11)	/* 1 MiB */
 #define WRITE_AFTER_MS	200
 #define MIN_COUNTED	3
+#define STORE_AT	100	/* the byte of page 0 the parent writes */
 
 /* What the child found in its page 0 (its exit status). */
 enum { CHILD_ZEROS = 0, CHILD_DEVICE_DATA = 1, CHILD_OTHER = 2 };
+
+enum write_at { WRITE_IN_LOOKUP, WRITE_IN_FLIGHT };
 
 struct reader {
 	pthread_t thread;
@@ -103,6 +113,22 @@ struct it {
 	int child;		/* CHILD_* */
 	char err[160];		/* setup or IO failure: the test fails */
 };
+
+/*
+ * Does the parent's buffer miss the read's data?  Not counting the byte it
+ * stored: a store that lock held until the read was done lands after it.
+ */
+static bool parent_lost(const unsigned char *buf, uint64_t key)
+{
+	static unsigned char want[IO_SZ];
+	size_t i;
+
+	df_pattern_fill_sectors(want, IO_SZ, key, DF_MAGIC);
+	for (i = 0; i < IO_SZ; i++)
+		if (i != STORE_AT && buf[i] != want[i])
+			return true;
+	return false;
+}
 
 static int uffd_open(void *page, char *err, size_t len)
 {
@@ -161,7 +187,7 @@ static void child_main(int rfd, const unsigned char *page0, uint64_t key)
 }
 
 static void run_iteration(int fd, unsigned int i, unsigned long delay_ms,
-			  struct it *it)
+			  enum write_at at, struct it *it)
 {
 	static unsigned char zeros[PAGE_SZ];
 	uint64_t off = (uint64_t)i * IO_SZ;
@@ -206,6 +232,10 @@ static void run_iteration(int fd, unsigned int i, unsigned long delay_ms,
 	close(p[0]);
 	p[0] = -1;
 
+	if (at == WRITE_IN_LOOKUP) {
+		buf[STORE_AT] = 0xaa;	/* COW: no record yet */
+		it->counted = true;
+	}
 	copy.dst = (uintptr_t)(buf + PAGE_SZ);
 	copy.src = (uintptr_t)zeros;
 	if (ioctl(uffd, UFFDIO_COPY, &copy)) {
@@ -213,9 +243,12 @@ static void run_iteration(int fd, unsigned int i, unsigned long delay_ms,
 			 strerror(errno));
 		goto out;
 	}
-	usleep(WRITE_AFTER_MS * 1000);
-	buf[100] = 0xaa;		/* a COW fault if page 0 is shared */
-	it->counted = !__atomic_load_n(&r.done, __ATOMIC_ACQUIRE);
+	if (at == WRITE_IN_FLIGHT) {
+		usleep(WRITE_AFTER_MS * 1000);
+		/* lock may hold the store until the read is done: ask first */
+		it->counted = !__atomic_load_n(&r.done, __ATOMIC_ACQUIRE);
+		buf[STORE_AT] = 0xaa;	/* a COW fault if page 0 is shared */
+	}
 
 out:
 	if (started) {
@@ -232,8 +265,7 @@ out:
 				 r.res < 0 ? strerror(r.err) : "short", IO_SZ);
 	}
 	if (!it->err[0])
-		it->parent_lost =
-			df_pattern_check_sectors(buf, IO_SZ, key, DF_MAGIC) >= 0;
+		it->parent_lost = parent_lost(buf, key);
 	if (pid > 0) {
 		if (write(p[1], "x", 1) != 1 ||
 		    df_wait_bounded(pid, &status, delay_ms / 1000.0 + 10)) {
@@ -261,13 +293,20 @@ FIXTURE(lookup) {
 	unsigned long delay_ms;
 };
 
+FIXTURE_VARIANT(lookup) {
+	enum write_at at;
+};
+
+FIXTURE_VARIANT_ADD(lookup, in_lookup) { .at = WRITE_IN_LOOKUP };
+FIXTURE_VARIANT_ADD(lookup, in_flight) { .at = WRITE_IN_FLIGHT };
+
 FIXTURE_SETUP(lookup)
 {
 	char why[256], table[256], msg[512];
 	struct stat st;
 	int ret;
 
-	self->delay_ms = df_env_ulong("DIOFORK_PIN_DELAY_MS", 1000);
+	self->delay_ms = df_env_ulong("DIOFORK_LOOKUP_DELAY_MS", 1000);
 	if (!df_module_present())
 		SKIP(return, "diofork module not loaded");
 	if (stat(df_dev_path(1), &st))
@@ -305,22 +344,22 @@ FIXTURE_TEARDOWN(lookup)
 
 TEST_F_TIMEOUT(lookup, fork_in_lookup, 120)
 {
-	unsigned int iters = df_env_ulong("DIOFORK_PIN_ITERS", 5);
+	unsigned int iters = df_env_ulong("DIOFORK_LOOKUP_ITERS", 5);
 	unsigned int i, counted = 0, lost = 0, leaked = 0;
 	struct df_stats s0, s1;
 	char mode[DF_MODE_NAME_MAX], val[128];
-	bool kernel_pins, expect_loss;
+	bool kernel_pins, redoes, expect_loss;
 	long long redone, failed;
 	struct it it;
 	int fd;
 
 	ASSERT_EQ(0, df_mode_get(mode, sizeof(mode)));
-	if (!strcmp(mode, "lock") || !strcmp(mode, "drain"))
-		SKIP(return, "mode %s: this test runs in off, observe and pin",
-		     mode);
+	if (!strcmp(mode, "drain"))
+		SKIP(return, "mode drain would hold the fork off a lookup that waits for the forking thread");
 	ASSERT_EQ(0, df_kernel_get("pin", val, sizeof(val)));
 	kernel_pins = !!strncmp(val, "pins", 4);
-	expect_loss = !kernel_pins && strcmp(mode, "pin");
+	redoes = !strcmp(mode, "pin") || !strcmp(mode, "lock");
+	expect_loss = !kernel_pins && !redoes;
 	ksft_print_msg("kernel %s mode %s: %s => expect_loss=%s\n",
 		       df_kernel_release(), mode, val,
 		       expect_loss ? "yes" : "no");
@@ -329,7 +368,7 @@ TEST_F_TIMEOUT(lookup, fork_in_lookup, 120)
 	ASSERT_LE(0, fd) TH_LOG("%s: %s", self->dev, strerror(-fd));
 	ASSERT_EQ(0, df_stats_read(&s0));
 	for (i = 0; i < iters; i++) {
-		run_iteration(fd, i, self->delay_ms, &it);
+		run_iteration(fd, i, self->delay_ms, variant->at, &it);
 		ksft_print_msg("iteration %u: %s%s parent %s, child page %s\n",
 			       i, it.err[0] ? it.err : "",
 			       it.counted ? "" : " (read done before the write: not counted)",
@@ -346,13 +385,14 @@ TEST_F_TIMEOUT(lookup, fork_in_lookup, 120)
 	}
 	ASSERT_EQ(0, df_stats_read(&s1));
 	close(fd);
-	redone = df_stats_delta(&s0, &s1, "pin_lookups_redone");
-	failed = df_stats_delta(&s0, &s1, "pin_failures");
-	ksft_print_msg("RESULT mode=%s iterations=%u counted=%u parent_lost=%u child_changed=%u pin_lookups_redone=%+lld pin_failures=%+lld\n",
-		       mode, iters, counted, lost, leaked, redone, failed);
+	redone = df_stats_delta(&s0, &s1, "lookups_redone");
+	failed = df_stats_delta(&s0, &s1, "lookups_not_redone");
+	ksft_print_msg("RESULT mode=%s write=%s iterations=%u counted=%u parent_lost=%u child_changed=%u lookups_redone=%+lld lookups_not_redone=%+lld\n",
+		       mode, variant->at == WRITE_IN_LOOKUP ? "in_lookup" :
+		       "in_flight", iters, counted, lost, leaked, redone, failed);
 
 	ASSERT_LE(MIN_COUNTED, counted)
-		TH_LOG("only %u of %u iterations had the read in flight at the write; raise DIOFORK_PIN_DELAY_MS",
+		TH_LOG("only %u of %u iterations had the read in flight at the write; raise DIOFORK_LOOKUP_DELAY_MS",
 		       counted, iters);
 	if (expect_loss) {
 		EXPECT_LE(1, lost) TH_LOG("the fork never cost the parent its read: the test lacks power");
