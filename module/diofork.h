@@ -220,6 +220,7 @@ enum diofork_io_flags {
 	DIOFORK_IO_KPINNED	= 1U << 0,	/* the kernel pinned the pages */
 	DIOFORK_IO_FORK_RACED	= 1U << 1,	/* a fork overlapped our GUP */
 	DIOFORK_IO_CACHED	= 1U << 2,	/* from io_cache.c's size class */
+	DIOFORK_IO_FORK_SHARED	= 1U << 3,	/* ... and shared a page of ours */
 };
 
 /* One page a tracked DIO targets, hashed by pfn. */
@@ -264,7 +265,7 @@ struct diofork_io *diofork_track_bio_pin(const struct bio *bio,
 					 bool kernel_pinned,
 					 unsigned long wp_seq);
 struct page **diofork_io_pin_room(struct diofork_io *io);
-bool diofork_io_settled(const struct diofork_io *io);
+bool diofork_io_settled(const struct diofork_io *io, bool pinned);
 
 /* ---- records' per-CPU cache (io_cache.c; fast paths: io_cache.h) ------- */
 

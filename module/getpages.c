@@ -139,7 +139,7 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 	size_t taken;
 	int ret;
 
-	while (!diofork_io_settled(io)) {
+	while (!diofork_io_settled(io, pins)) {
 		if (vcnt || lookups == DIOFORK_REDO_LOOKUPS) {
 			diofork_stat_inc(DIOFORK_STAT_LOOKUPS_NOT_REDONE);
 			break;

@@ -27,9 +27,11 @@
  * The wait starts at the record, made when the page lookup returns.  A fork
  * that shares a page between the lookup and the record, then a write fault
  * in the parent in that same gap, would replace the parent's page before
- * any record could make the fault wait.  Such a record finds its page
- * shared once the fork is done, and the lookup is done again (getpages.c),
- * as pin does: it breaks COW and takes the parent's page of now.
+ * any record could make the fault wait.  Such a record finds, when it is
+ * hashed, that the fork has shared a page already (track.c), and the
+ * lookup is done again (getpages.c), as in pin: it breaks COW and takes the
+ * parent's page of now.  A page shared after that is covered: the
+ * parent's COW fault finds the record.
  */
 #include <linux/mm.h>
 #include "compat.h"

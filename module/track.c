@@ -505,17 +505,28 @@ static bool diofork_io_shared(const struct diofork_io *io)
 
 /*
  * A fork overlapped the lookup of @io, a record of the DIO's own task (the
- * record says DIOFORK_IO_FORK_RACED): are its pages still the parent's own?
- * The task may sleep: the bio is not submitted.  A fork copies the parent's
- * PTEs in sections during which write_protect_seq is odd.  Odd now: a
- * section is running, perhaps on our pages, and it holds the mmap lock for
- * writing, so taking it for reading waits for the whole fork.  Even: every
- * section that ran is done, and the read orders its flags before ours.  A
- * section that starts later finds the record there first: pin's pins make
- * it copy the page, lock's record makes the parent's COW fault wait.
+ * record says DIOFORK_IO_FORK_RACED): are its pages still the parent's own,
+ * for the protection @pinned says the record has?  The task may sleep: the
+ * bio is not submitted.
+ *
+ * Without pins (lock) the record protects by being found: a COW fault in
+ * the parent that comes after a page was shared finds it and waits.  A
+ * page still exclusive when the record was hashed can only be shared after
+ * that, so only a page shared before (DIOFORK_IO_FORK_SHARED) is a page the
+ * parent may already have replaced.
+ *
+ * With pins the fork must see them.  It copies the parent's PTEs in sections
+ * during which write_protect_seq is odd, and one may have looked for pins
+ * before ours and not yet shared the page.  Odd now: a section is running,
+ * perhaps on our pages, and it holds the mmap lock for writing, so taking
+ * it for reading waits for the whole fork.  Even: every section that ran is
+ * done, and the read orders its flags before ours; a section that starts
+ * later sees the pins and copies the page.
  */
-bool diofork_io_settled(const struct diofork_io *io)
+bool diofork_io_settled(const struct diofork_io *io, bool pinned)
 {
+	if (!pinned)
+		return !(READ_ONCE(io->flags) & DIOFORK_IO_FORK_SHARED);
 	if (diofork_mm_wp_seq(io->mm) & 1) {
 		mmap_read_lock(io->mm);
 		mmap_read_unlock(io->mm);
@@ -608,8 +619,11 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	    diofork_mm_wp_seq_changed(io->mm, (unsigned int)wp_seq)) {
 		WRITE_ONCE(io->flags, io->flags | DIOFORK_IO_FORK_RACED);
 		diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_RACED);
-		if (!kernel_pinned && diofork_io_shared(io))
+		if (!kernel_pinned && diofork_io_shared(io)) {
+			WRITE_ONCE(io->flags,
+				   io->flags | DIOFORK_IO_FORK_SHARED);
 			diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_SHARED);
+		}
 	}
 	return io;
 }
