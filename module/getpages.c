@@ -98,6 +98,8 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 
 /* Lookups of one DIO before we give up on forks that keep sharing its pages. */
 #define DIOFORK_REDO_LOOKUPS	8
+/* From this lookup on, lock's record pins its pages too, as pin's does. */
+#define DIOFORK_REDO_PIN_FROM	4
 
 /* Record the pages of bvecs [vcnt, bi_vcnt); with @pins, pin them too. */
 static struct diofork_io *diofork_gp_track(struct bio *bio, unsigned short vcnt,
@@ -126,9 +128,13 @@ static bool diofork_gp_raced(const struct diofork_io *io)
  * diofork_io_settled()), give the pages back and look them up again, as
  * GUP-fast gives its pins back when write_protect_seq moves: the parent's
  * PTE is write-protected by now, so the lookup breaks COW and takes the
- * parent's own page.  Only a bio that was empty at entry (every 6.1
- * caller's) can be rewound; otherwise, or after DIOFORK_REDO_LOOKUPS
- * lookups, the DIO goes on exposed and lookups_not_redone counts it.
+ * parent's own page.  lock's record is only found by a COW fault: under
+ * forks back to back, each lookup can be shared before its record is made.
+ * From DIOFORK_REDO_PIN_FROM on the record pins its pages, as pin's does,
+ * so that a fork copies them instead; the pins go with the record.  Only a
+ * bio that was empty at entry (every 6.1 caller's) can be rewound;
+ * otherwise, or after DIOFORK_REDO_LOOKUPS lookups, the DIO goes on exposed
+ * and lookups_not_redone counts it.
  */
 static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 				    struct diofork_io *io, unsigned short vcnt,
@@ -156,7 +162,8 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 		iov_iter_revert(iter, taken);
 
 		ret = READ_ONCE(diofork_gp_call)(bio, iter);
-		lookups++;
+		if (++lookups == DIOFORK_REDO_PIN_FROM)
+			pins = true;
 		if (ret || !bio->bi_vcnt)
 			return ret;
 		io = diofork_gp_track(bio, 0, seq, pins);
