@@ -670,6 +670,32 @@ int df_dm_create(const char *name, const char *table, char *msg, size_t size)
 	return 0;
 }
 
+int df_dm_delay_make(const char *name, uint64_t base, uint64_t sectors,
+		     unsigned long delay_ms, char *msg, size_t size)
+{
+	char path[256], table[256], out[256];
+	struct stat st;
+	int ret;
+
+	df_dm_path(name, path, sizeof(path));
+	if (!stat(path, &st))
+		df_dm_remove(name, 5, out, sizeof(out));
+	ret = df_blkdev_fill(df_dev_path(1), base * 512, sectors * 512, base);
+	if (ret) {
+		snprintf(msg, size, "pattern fill of %s: %s", df_dev_path(1),
+			 strerror(-ret));
+		return ret;
+	}
+	snprintf(table, sizeof(table), "0 %llu delay %s %llu %lu",
+		 (unsigned long long)sectors, df_dev_path(1),
+		 (unsigned long long)base, delay_ms);
+	ret = df_dm_create(name, table, out, sizeof(out));
+	if (ret)
+		snprintf(msg, size, "dmsetup create %s --table '%s': %d: %s",
+			 name, table, ret, out);
+	return ret;
+}
+
 int df_dm_remove(const char *name, double timeout, char *msg, size_t size)
 {
 	char *const argv[] = { "dmsetup", "remove", (char *)name, NULL };

@@ -259,6 +259,14 @@ int df_dm_create(const char *name, const char *table, char *msg, size_t size);
 int df_dm_remove(const char *name, double timeout, char *msg, size_t size);
 /* "/dev/mapper/<name>" into buf. */
 void df_dm_path(const char *name, char *buf, size_t size);
+/*
+ * dm-delay device name over sectors [base, base + sectors) of test device
+ * 1, reads delayed by delay_ms, the region filled with the pattern keyed
+ * by base first; a leftover device of that name is removed.  0, or as
+ * df_dm_create() (or -errno), msg saying what failed.
+ */
+int df_dm_delay_make(const char *name, uint64_t base, uint64_t sectors,
+		     unsigned long delay_ms, char *msg, size_t size);
 
 /* -------- data patterns -------- */
 

@@ -302,7 +302,7 @@ FIXTURE_VARIANT_ADD(lookup, in_flight) { .at = WRITE_IN_FLIGHT };
 
 FIXTURE_SETUP(lookup)
 {
-	char why[256], table[256], msg[512];
+	char why[256], msg[512];
 	struct stat st;
 	int ret;
 
@@ -314,18 +314,10 @@ FIXTURE_SETUP(lookup)
 	if (df_dm_delay_usable(why, sizeof(why)))
 		SKIP(return, "%s", why);
 	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
-	if (!stat(self->dev, &st))
-		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512,
-			     DM_SECTORS * 512, DM_BASE_SECTOR);
-	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
-				 strerror(-ret));
 	/* last: a setup that fails or skips gets no teardown */
-	snprintf(table, sizeof(table), "0 %llu delay %s %llu %lu", DM_SECTORS,
-		 df_dev_path(1), DM_BASE_SECTOR, self->delay_ms);
-	ret = df_dm_create(DM_NAME, table, msg, sizeof(msg));
-	ASSERT_EQ(0, ret) TH_LOG("dmsetup create %s --table '%s': %d: %s",
-				 DM_NAME, table, ret, msg);
+	ret = df_dm_delay_make(DM_NAME, DM_BASE_SECTOR, DM_SECTORS,
+			       self->delay_ms, msg, sizeof(msg));
+	ASSERT_EQ(0, ret) TH_LOG("%s", msg);
 	self->dm_made = true;
 }
 
