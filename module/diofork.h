@@ -119,7 +119,6 @@ void diofork_policy_drain_exit(void);
 bool diofork_drain_holds_off_dio(void);
 struct diofork_wait_policy;
 extern struct diofork_wait_policy diofork_lock, diofork_drain;
-void diofork_pin_take(struct diofork_io *io);
 void diofork_pin_release(struct diofork_io *io);
 void diofork_mode_exit(void);
 
@@ -264,7 +263,14 @@ struct diofork_io *diofork_track_bio_pin(const struct bio *bio,
 					 unsigned int first_vec,
 					 bool kernel_pinned,
 					 unsigned long wp_seq);
-struct page **diofork_io_pin_room(struct diofork_io *io);
+
+/* Room for io->room_pinned page pointers, after the page references. */
+static inline struct page **diofork_io_pin_room(struct diofork_io *io)
+{
+	return io->room_pinned ? (struct page **)&io->pages[io->nr_pages] :
+				 NULL;
+}
+
 bool diofork_io_settled(const struct diofork_io *io, bool pinned);
 
 /* ---- records' per-CPU cache (io_cache.c; fast paths: io_cache.h) ------- */

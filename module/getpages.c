@@ -102,8 +102,9 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 #define DIOFORK_REDO_PIN_FROM	4
 
 /* Record the pages of bvecs [vcnt, bi_vcnt); with @pins, pin them too. */
-static struct diofork_io *diofork_gp_track(struct bio *bio, unsigned short vcnt,
-					   unsigned long seq, bool pins)
+static __always_inline struct diofork_io *
+diofork_gp_track(struct bio *bio, unsigned short vcnt,
+		 unsigned long seq, bool pins)
 {
 	bool kernel_pinned = diofork_bio_kernel_pinned(bio);
 	struct diofork_io *io;

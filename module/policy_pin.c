@@ -11,7 +11,8 @@
  * is submitted, and drops it exactly once when the record is released, on
  * every path: completion, error, process exit (the DIO still completes),
  * mode switch and unload.  The pin is GUP's own (compat.h), accounted in
- * /proc/vmstat nr_foll_pin_*.
+ * /proc/vmstat nr_foll_pin_*, taken and dropped inline in the record's
+ * paths (pin.h).
  *
  * A fork can overlap the lookup and share a page before the pin is there.
  * GUP-fast has the same window and closes it with the mm's
@@ -44,42 +45,15 @@
 #include "compat.h"
 
 /*
- * From diofork_track_bio(), before it re-reads write_protect_seq: pin the
- * anonymous pages of a new record of the DIO's own task.  The bio is not
- * submitted yet; the references it holds keep the pages.
+ * From the record's release, whatever the mode is by then; interrupts are
+ * off.  The bio still holds its references: the pages stay.
  */
-void diofork_pin_take(struct diofork_io *io)
-{
-	struct page **pinned = diofork_io_pin_room(io);
-	struct page *page;
-	unsigned int i, n = 0;
-
-	for (i = 0; i < io->nr_pages; i++) {
-		page = pfn_to_page(io->pages[i].pfn);
-		if (!PageAnon(page)) {
-			/* shared memory: fork does not copy it, keep no pin */
-			diofork_stat_inc(DIOFORK_STAT_PIN_SKIPPED_SHARED);
-			continue;
-		}
-		diofork_page_pin(page);
-		pinned[n++] = page;
-	}
-	if (!n)
-		return;
-	diofork_mm_set_has_pinned(io->mm);
-	io->pinned = pinned;
-	io->nr_pinned = n;
-	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_PINNED, n);
-}
-
-/* From the record's release, whatever the mode is by then. */
 void diofork_pin_release(struct diofork_io *io)
 {
-	/* most DIOs are one page: skip the batch walk */
-	if (io->nr_pinned == 1)
-		unpin_user_page(io->pinned[0]);
-	else
-		unpin_user_pages(io->pinned, io->nr_pinned);
+	unsigned int i;
+
+	for (i = 0; i < io->nr_pinned; i++)
+		diofork_page_unpin(io->pinned[i]);
 	diofork_stat_add(DIOFORK_STAT_PIN_PAGES_UNPINNED, io->nr_pinned);
 	/* the array is part of the record */
 	io->pinned = NULL;

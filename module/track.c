@@ -40,6 +40,7 @@
 #include "diofork.h"
 #include "compat.h"
 #include "io_cache.h"
+#include "pin.h"
 
 #define DIOFORK_BIO_HASH_BITS	10
 #define DIOFORK_PFN_HASH_BITS	14
@@ -534,13 +535,6 @@ bool diofork_io_settled(const struct diofork_io *io, bool pinned)
 	return !diofork_io_shared(io);
 }
 
-/* Room for io->room_pinned page pointers, after the page references. */
-struct page **diofork_io_pin_room(struct diofork_io *io)
-{
-	return io->room_pinned ? (struct page **)&io->pages[io->nr_pages] :
-				 NULL;
-}
-
 /*
  * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, a read, which the
  * DIO path has just taken.  Unless it is DIOFORK_WP_SEQ_NONE, @wp_seq is
@@ -571,7 +565,7 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	/* a kernel that pins DIO itself has pinned these (pin is passive) */
 	if (pin && !kernel_pinned)
 		room_pinned = nr;
-	/* one region with interrupts off, for the allocation and the hashing */
+	/* one region with interrupts off: allocation, hashing, pinning */
 	local_irq_save(flags);
 	io = diofork_io_alloc(size_add(struct_size(io, pages, nr),
 				       array_size(room_pinned,
@@ -605,10 +599,9 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	diofork_bucket_lock(b);
 	hlist_add_head_rcu(&io->bio_node, &b->head);
 	diofork_bucket_unlock(b);
-	local_irq_restore(flags);
-
 	if (room_pinned)
 		diofork_pin_take(io);
+	local_irq_restore(flags);
 	/*
 	 * Hashed and pinned before we re-read write_protect_seq, as GUP-fast
 	 * re-reads it after taking its pins.  The bio is not submitted yet:
