@@ -27,7 +27,7 @@ endif
 
 SRCS	:= Kbuild $(wildcard module/*.c module/*.h)
 
-.PHONY: all module modules-all selftests check demo bench lint checkpatch \
+.PHONY: all module modules-all selftests check demo bench profile lint checkpatch \
 	setup clean
 
 ifeq ($(KVER),)
@@ -70,6 +70,9 @@ demo:
 
 bench:
 	@$(TOP)/scripts/bench $(BENCH_ARGS)
+
+profile:
+	@$(TOP)/scripts/profile $(PROFILE_ARGS)
 
 lint:
 	@$(TOP)/scripts/lint
