@@ -148,7 +148,6 @@ enum diofork_stat {
 	DIOFORK_STAT_PIN_PAGES_UNPINNED,
 	DIOFORK_STAT_PIN_FAILURES,
 	DIOFORK_STAT_PIN_SKIPPED_SHARED,
-	DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
 	DIOFORK_STAT_LOCK_WAITS_SELF,
 	DIOFORK_STAT_LOCK_TIMEOUTS,
 	DIOFORK_STAT_LOCK_ABORTED,
@@ -287,7 +286,6 @@ void diofork_track_wake_all(void);
 bool diofork_track_mm_busy(const struct mm_struct *mm);
 bool diofork_track_page_task(unsigned long pfn, const struct mm_struct *mm,
 			     const struct task_struct *task);
-unsigned long diofork_track_mm_pinned(const struct mm_struct *mm);
 long diofork_track_wait_idle(long timeout);
 
 /* ---- hooks (hooks.c) ----------------------------------------------------- */

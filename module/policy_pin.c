@@ -60,14 +60,6 @@ void diofork_pin_release(struct diofork_io *io)
 	io->nr_pinned = 0;
 }
 
-static unsigned long diofork_pin_fork(struct mm_struct *mm, bool dio_inflight)
-{
-	if (dio_inflight)
-		diofork_stat_add(DIOFORK_STAT_PIN_FORK_PINNED_PAGES,
-				 diofork_track_mm_pinned(mm));
-	return 0;
-}
-
 static int diofork_pin_enable(void)
 {
 	if (diofork_kernel_has_extract_pages)
@@ -82,7 +74,6 @@ static const struct diofork_policy diofork_pin = {
 	.redo_shared	= true,
 	.pins		= true,
 	.enable		= diofork_pin_enable,
-	.fork		= diofork_pin_fork,
 };
 
 int diofork_policy_pin_init(void)

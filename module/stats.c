@@ -37,7 +37,6 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_PIN_PAGES_UNPINNED]	= "pin_pages_unpinned",
 	[DIOFORK_STAT_PIN_FAILURES]		= "pin_failures",
 	[DIOFORK_STAT_PIN_SKIPPED_SHARED]	= "pin_skipped_shared",
-	[DIOFORK_STAT_PIN_FORK_PINNED_PAGES]	= "pin_fork_pinned_pages",
 	[DIOFORK_STAT_LOCK_WAITS_SELF]		= "lock_waits_self",
 	[DIOFORK_STAT_LOCK_TIMEOUTS]		= "lock_timeouts",
 	[DIOFORK_STAT_LOCK_ABORTED]		= "lock_aborted",

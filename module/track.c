@@ -412,24 +412,6 @@ bool diofork_track_mm_busy(const struct mm_struct *mm)
 	return busy;
 }
 
-/* Pages @mm has pinned through us, in flight: what fork() will copy early. */
-unsigned long diofork_track_mm_pinned(const struct mm_struct *mm)
-{
-	unsigned long pinned = 0;
-	struct diofork_io *io;
-	unsigned int i;
-
-	if (!atomic_read(diofork_mm_count(mm)))
-		return 0;
-	rcu_read_lock();
-	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS); i++)
-		hlist_for_each_entry_rcu(io, &diofork_bio_hash[i].head, bio_node)
-			if (io->mm == mm)
-				pinned += READ_ONCE(io->nr_pinned);
-	rcu_read_unlock();
-	return pinned;
-}
-
 /*
  * Wait until every tracked DIO has released its pages, for at most @timeout
  * jiffies.  Returns the number still in flight.  Only once nothing adds
