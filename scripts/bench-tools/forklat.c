@@ -19,8 +19,11 @@
  * costs far more than a fork under TCG, hence blocks.)
  *
  *   forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64]
- *           [-M off,pin,...] [-4]
+ *           [-M off,pin,...] [-4] [-S]
  *     -M   rows (default: "current" = leave the mode alone)
+ *     -S   call sync(2) just before the first timed round and just after
+ *          the last: the window of scripts/profile's plugin, which then
+ *          leaves out the setup (touching MIB MiB)
  *
  * Prints "forklat setup mib=N thp_kb=N", then one line per row and level:
  *   forklat row=R inflight=N forks=K p50_us=X p90_us=X mean_us=X min_us=X max_us=X avg_inflight=X
@@ -167,7 +170,8 @@ int main(int argc, char **argv)
 	const char *dev = "/dev/nullb0";
 	char lv_buf[256] = "0,8,64", rows_buf[256] = "current", *tok, *save;
 	char *rows[MAX_ROWS];
-	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, opt, r, status;
+	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, mark = 0;
+	int opt, r, status;
 	unsigned long mib = 256, count = 20, block = 4, i, round;
 	double *lat[MAX_ROWS][MAX_LEVELS], inflight_sum[MAX_ROWS][MAX_LEVELS];
 	unsigned long n[MAX_ROWS][MAX_LEVELS];
@@ -175,7 +179,7 @@ int main(int argc, char **argv)
 	pthread_t th;
 	size_t bigsz;
 
-	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4")) != -1) {
+	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4S")) != -1) {
 		switch (opt) {
 		case 'd':
 			dev = optarg;
@@ -198,9 +202,12 @@ int main(int argc, char **argv)
 		case '4':
 			huge = 0;
 			break;
+		case 'S':
+			mark = 1;
+			break;
 		default:
 			fprintf(stderr, "usage: %s %s\n", "forklat",
-				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4]");
+				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4] [-S]");
 			return 2;
 		}
 	}
@@ -259,6 +266,8 @@ int main(int argc, char **argv)
 	if (r)
 		die("pthread_create", r);
 
+	if (mark)
+		sync();
 	for (round = 0; round * block < count; round++) {
 		int li, k;
 
@@ -306,6 +315,8 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	if (mark)
+		sync();
 	__atomic_store_n(&running, 0, __ATOMIC_SEQ_CST);
 	pthread_join(th, NULL);
 
