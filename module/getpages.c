@@ -180,8 +180,8 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
  * policy; returns with it enabled.  The record is made as the policy of
  * the entry says, even if the mode changed since.
  */
-static __always_inline int diofork_gp_standin_redo(struct bio *bio,
-					    struct iov_iter *iter, bool pins)
+static __always_inline int
+diofork_gp_standin_redo(struct bio *bio, struct iov_iter *iter, bool pins)
 {
 	unsigned short vcnt = bio->bi_vcnt;
 	unsigned long seq = diofork_mm_wp_seq(current->mm);
