@@ -115,8 +115,8 @@ static inline void diofork_release_fault_lock(struct vm_fault *vmf)
  * folio_maybe_dma_pinned() says yes, and fork() copies the page for the
  * child.  v6.1 keeps a large folio's pin count behind folio_pincount_ptr(),
  * v6.2+ in the folio.  Interrupts are off: the node's count is updated
- * with the non-atomic per-CPU operation (a call of about 15 instructions
- * where the interrupt-safe one is about 35 under QEMU -icount).
+ * with the non-atomic per-CPU operation (a call of about 22 instructions
+ * where the interrupt-safe one takes about 35: QEMU TCG plugin counts).
  */
 static inline void diofork_page_pin(struct page *page)
 {

@@ -23,25 +23,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* QEMU's plugin API, as it is in QEMU 7.2 (its own types, uint64_t). */
 typedef uint64_t qemu_plugin_id_t;
 struct qemu_plugin_tb;
 struct qemu_info_t;
+
 enum qemu_plugin_cb_flags {
 	QEMU_PLUGIN_CB_NO_REGS,
 	QEMU_PLUGIN_CB_R_REGS,
 	QEMU_PLUGIN_CB_RW_REGS,
 };
+
 enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
 
+typedef void (*qemu_plugin_tb_trans_cb_t)(qemu_plugin_id_t id,
+					  struct qemu_plugin_tb *tb);
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index,
+					    void *userdata);
+
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id,
-	void (*cb)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb));
+					   qemu_plugin_tb_trans_cb_t cb);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb,
-	enum qemu_plugin_op op, void *ptr, uint64_t imm);
+					      enum qemu_plugin_op op,
+					      void *ptr, uint64_t imm);
 void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb,
-	void (*cb)(unsigned int vcpu_index, void *userdata),
-	enum qemu_plugin_cb_flags flags, void *userdata);
+					  qemu_plugin_vcpu_udata_cb_t cb,
+					  enum qemu_plugin_cb_flags flags,
+					  void *userdata);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
