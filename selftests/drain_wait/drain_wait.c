@@ -75,7 +75,7 @@
 #define NR_AIO		64		/* slow reads in flight, no-wait tests */
 #define DM_NAME		"diofork_drain_delay"
 #define DM_BASE_SECTOR	((1ULL << 21) + (64ULL << 11))	/* 1 GiB + 64 MiB into DEV1 */
-#define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
+#define DM_SECTORS	(1ULL << 11)	/* 1 MiB, all of it pattern-filled */
 #define DRAIN_TIMEOUT_MS 200
 #define CHECK_LEN	3584		/* the read's bytes C's own write leaves alone */
 
@@ -382,7 +382,7 @@ FIXTURE(drain) {
 
 FIXTURE_SETUP(drain)
 {
-	char why[256], table[256], msg[512];
+	char why[256], msg[512];
 	struct stat st;
 	int ret;
 
@@ -400,23 +400,15 @@ FIXTURE_SETUP(drain)
 	memset((void *)self->v, 0, sizeof(*self->v));
 	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
 
-	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
-	if (!stat(self->dev, &st))	/* a leftover from an earlier run */
-		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
-			     DM_BASE_SECTOR);
-	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
-				 strerror(-ret));
 	ret = df_mode_set("drain");
 	if (ret == -EOPNOTSUPP)
 		SKIP(return, "mode drain not accepted (EOPNOTSUPP)");
 	ASSERT_EQ(0, ret) TH_LOG("mode drain: %s", strerror(-ret));
+	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
 	/* last: a setup that fails or skips gets no teardown */
-	snprintf(table, sizeof(table), "0 %llu delay %s %llu %lu", DM_SECTORS,
-		 df_dev_path(1), DM_BASE_SECTOR, self->delay_ms);
-	ret = df_dm_create(DM_NAME, table, msg, sizeof(msg));
-	ASSERT_EQ(0, ret) TH_LOG("dmsetup create %s --table '%s': %d: %s",
-				 DM_NAME, table, ret, msg);
+	ret = df_dm_delay_make(DM_NAME, DM_BASE_SECTOR, DM_SECTORS,
+			       self->delay_ms, msg, sizeof(msg));
+	ASSERT_EQ(0, ret) TH_LOG("%s", msg);
 	self->dm_made = true;
 }
 

@@ -120,7 +120,7 @@
 #define SC_FILL		0xa5
 #define DM_NAME		"diofork_lock_delay"
 #define DM_BASE_SECTOR	(1ULL << 21)	/* 1 GiB into DEV1 */
-#define DM_SECTORS	(16ULL << 11)	/* 16 MiB */
+#define DM_SECTORS	(1ULL << 11)	/* 1 MiB, all of it pattern-filled */
 #define LOCK_TIMEOUT_MS	200
 #define WD_OFF		(512UL << 10)	/* dio_write_no_wait: byte offset on the dm device */
 #define WD_FILL		0xc3		/* P as submitted */
@@ -926,7 +926,7 @@ FIXTURE(waiter) {
 
 FIXTURE_SETUP(waiter)
 {
-	char why[256], table[256], msg[512];
+	char why[256], msg[512];
 	struct stat st;
 	int ret;
 
@@ -943,24 +943,15 @@ FIXTURE_SETUP(waiter)
 	memset((void *)self->v, 0, sizeof(*self->v));
 	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
 
-	/* a leftover from an earlier run */
-	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
-	if (!stat(self->dev, &st))
-		df_dm_remove(DM_NAME, 5, msg, sizeof(msg));
-	ret = df_blkdev_fill(df_dev_path(1), DM_BASE_SECTOR * 512, 1 << 20,
-			     DM_BASE_SECTOR);
-	ASSERT_EQ(0, ret) TH_LOG("pattern fill of %s: %s", df_dev_path(1),
-				 strerror(-ret));
 	ret = df_mode_set("lock");
 	if (ret == -EOPNOTSUPP)
 		SKIP(return, "mode lock not accepted (EOPNOTSUPP)");
 	ASSERT_EQ(0, ret) TH_LOG("mode lock: %s", strerror(-ret));
+	df_dm_path(DM_NAME, self->dev, sizeof(self->dev));
 	/* last: a setup that fails or skips gets no teardown */
-	snprintf(table, sizeof(table), "0 %llu delay %s %llu %lu", DM_SECTORS,
-		 df_dev_path(1), DM_BASE_SECTOR, self->delay_ms);
-	ret = df_dm_create(DM_NAME, table, msg, sizeof(msg));
-	ASSERT_EQ(0, ret) TH_LOG("dmsetup create %s --table '%s': %d: %s",
-				 DM_NAME, table, ret, msg);
+	ret = df_dm_delay_make(DM_NAME, DM_BASE_SECTOR, DM_SECTORS,
+			       self->delay_ms, msg, sizeof(msg));
+	ASSERT_EQ(0, ret) TH_LOG("%s", msg);
 	self->dm_made = true;
 }
 
