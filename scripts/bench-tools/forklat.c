@@ -19,11 +19,16 @@
  * costs far more than a fork under TCG, hence blocks.)
  *
  *   forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64]
- *           [-M off,pin,...] [-4] [-S]
+ *           [-M off,pin,...] [-4] [-S | -F]
  *     -M   rows (default: "current" = leave the mode alone)
  *     -S   call sync(2) just before the first timed round and just after
  *          the last: the window of scripts/profile's plugin, which then
  *          leaves out the setup (touching MIB MiB)
+ *     -F   call sync(2) right before and right after each timed fork()
+ *          (the plugin's window: the fork alone, with what interrupts
+ *          it), then twice more with nothing between (an empty window:
+ *          what the window's own edges cost, for scripts/profile to
+ *          subtract)
  *
  * Prints "forklat setup mib=N thp_kb=N", then one line per row and level:
  *   forklat row=R inflight=N forks=K p50_us=X p90_us=X mean_us=X min_us=X max_us=X avg_inflight=X
@@ -171,6 +176,8 @@ int main(int argc, char **argv)
 	char lv_buf[256] = "0,8,64", rows_buf[256] = "current", *tok, *save;
 	char *rows[MAX_ROWS];
 	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, mark = 0;
+	int each = 0, gate[2];
+	char gb;
 	int opt, r, status;
 	unsigned long mib = 256, count = 20, block = 4, i, round;
 	double *lat[MAX_ROWS][MAX_LEVELS], inflight_sum[MAX_ROWS][MAX_LEVELS];
@@ -179,7 +186,7 @@ int main(int argc, char **argv)
 	pthread_t th;
 	size_t bigsz;
 
-	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4S")) != -1) {
+	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4SF")) != -1) {
 		switch (opt) {
 		case 'd':
 			dev = optarg;
@@ -205,9 +212,12 @@ int main(int argc, char **argv)
 		case 'S':
 			mark = 1;
 			break;
+		case 'F':
+			each = 1;
+			break;
 		default:
 			fprintf(stderr, "usage: %s %s\n", "forklat",
-				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4] [-S]");
+				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4] [-S | -F]");
 			return 2;
 		}
 	}
@@ -301,13 +311,33 @@ int main(int argc, char **argv)
 					usleep(1000);
 					inflight_sum[ri][li] +=
 						__atomic_load_n(&inflight, __ATOMIC_SEQ_CST);
+					if (each) {
+						if (pipe(gate))
+							die("pipe", errno);
+						sync();
+					}
 					t0 = now();
 					pid = fork();
-					if (pid == 0)
+					if (pid == 0) {
+						/* -F: wait outside the window to exit */
+						if (each) {
+							close(gate[1]);
+							while (read(gate[0], &gb, 1) < 0 &&
+							       errno == EINTR)
+								;
+						}
 						_exit(0);
+					}
 					if (pid < 0)
 						die("fork", errno);
 					dt = (now() - t0) * 1e6;
+					if (each) {
+						sync();
+						sync();
+						sync();
+						close(gate[0]);
+						close(gate[1]);
+					}
 					lat[ri][li][n[ri][li]++] = dt;
 					while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 						;
