@@ -75,6 +75,47 @@ static void die(const char *what, int err)
 	exit(1);
 }
 
+/*
+ * fork() a child that exits at once; *us gets the parent's time in fork().
+ * With @marked (-F), sync(2) right before and right after the fork() opens
+ * and closes scripts/profile's window, and two more make an empty one; the
+ * child waits on a pipe so that it exits outside the window.
+ */
+static pid_t timed_fork(int marked, double *us)
+{
+	int gate[2] = { -1, -1 };
+	double t0;
+	pid_t pid;
+	char c;
+
+	if (marked) {
+		if (pipe(gate))
+			die("pipe", errno);
+		sync();
+	}
+	t0 = now();
+	pid = fork();
+	if (pid == 0) {
+		if (marked) {
+			close(gate[1]);
+			while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+				;
+		}
+		_exit(0);
+	}
+	if (pid < 0)
+		die("fork", errno);
+	*us = (now() - t0) * 1e6;
+	if (marked) {
+		sync();
+		sync();
+		sync();
+		close(gate[0]);
+		close(gate[1]);
+	}
+	return pid;
+}
+
 /* Keep `target` reads in flight until `running` drops, then reap them all. */
 static void *io_thread(void *arg)
 {
@@ -176,8 +217,7 @@ int main(int argc, char **argv)
 	char lv_buf[256] = "0,8,64", rows_buf[256] = "current", *tok, *save;
 	char *rows[MAX_ROWS];
 	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, mark = 0;
-	int each = 0, gate[2];
-	char gb;
+	int each = 0;
 	int opt, r, status;
 	unsigned long mib = 256, count = 20, block = 4, i, round;
 	double *lat[MAX_ROWS][MAX_LEVELS], inflight_sum[MAX_ROWS][MAX_LEVELS];
@@ -304,40 +344,14 @@ int main(int argc, char **argv)
 
 				__atomic_store_n(&target, levels[li], __ATOMIC_SEQ_CST);
 				for (b = 0; b < block && n[ri][li] < count; b++) {
-					double t0, dt;
+					double dt;
 					pid_t pid;
 
 					wait_inflight(levels[li]);
 					usleep(1000);
 					inflight_sum[ri][li] +=
 						__atomic_load_n(&inflight, __ATOMIC_SEQ_CST);
-					if (each) {
-						if (pipe(gate))
-							die("pipe", errno);
-						sync();
-					}
-					t0 = now();
-					pid = fork();
-					if (pid == 0) {
-						/* -F: wait outside the window to exit */
-						if (each) {
-							close(gate[1]);
-							while (read(gate[0], &gb, 1) < 0 &&
-							       errno == EINTR)
-								;
-						}
-						_exit(0);
-					}
-					if (pid < 0)
-						die("fork", errno);
-					dt = (now() - t0) * 1e6;
-					if (each) {
-						sync();
-						sync();
-						sync();
-						close(gate[0]);
-						close(gate[1]);
-					}
+					pid = timed_fork(each, &dt);
 					lat[ri][li][n[ri][li]++] = dt;
 					while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 						;
