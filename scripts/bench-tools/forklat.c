@@ -19,11 +19,8 @@
  * costs far more than a fork under TCG, hence blocks.)
  *
  *   forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64]
- *           [-M off,pin,...] [-4] [-S | -F]
+ *           [-M off,pin,...] [-4] [-F]
  *     -M   rows (default: "current" = leave the mode alone)
- *     -S   call sync(2) just before the first timed round and just after
- *          the last: the window of scripts/profile's plugin, which then
- *          leaves out the setup (touching MIB MiB)
  *     -F   call sync(2) right before and right after each timed fork()
  *          (the plugin's window: the fork alone, with what interrupts
  *          it), then twice more with nothing between (an empty window:
@@ -216,8 +213,7 @@ int main(int argc, char **argv)
 	const char *dev = "/dev/nullb0";
 	char lv_buf[256] = "0,8,64", rows_buf[256] = "current", *tok, *save;
 	char *rows[MAX_ROWS];
-	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, mark = 0;
-	int each = 0;
+	int levels[MAX_LEVELS], nrows = 0, nlevels = 0, huge = 1, each = 0;
 	int opt, r, status;
 	unsigned long mib = 256, count = 20, block = 4, i, round;
 	double *lat[MAX_ROWS][MAX_LEVELS], inflight_sum[MAX_ROWS][MAX_LEVELS];
@@ -226,7 +222,7 @@ int main(int argc, char **argv)
 	pthread_t th;
 	size_t bigsz;
 
-	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4SF")) != -1) {
+	while ((opt = getopt(argc, argv, "d:m:c:b:l:M:4F")) != -1) {
 		switch (opt) {
 		case 'd':
 			dev = optarg;
@@ -249,15 +245,12 @@ int main(int argc, char **argv)
 		case '4':
 			huge = 0;
 			break;
-		case 'S':
-			mark = 1;
-			break;
 		case 'F':
 			each = 1;
 			break;
 		default:
 			fprintf(stderr, "usage: %s %s\n", "forklat",
-				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4] [-S | -F]");
+				"[-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64] [-M ROWS] [-4] [-F]");
 			return 2;
 		}
 	}
@@ -316,8 +309,6 @@ int main(int argc, char **argv)
 	if (r)
 		die("pthread_create", r);
 
-	if (mark)
-		sync();
 	for (round = 0; round * block < count; round++) {
 		int li, k;
 
@@ -359,8 +350,6 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	if (mark)
-		sync();
 	__atomic_store_n(&running, 0, __ATOMIC_SEQ_CST);
 	pthread_join(th, NULL);
 
