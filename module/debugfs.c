@@ -38,6 +38,9 @@ static int diofork_copy_write(char *kbuf, const char __user *ubuf,
 	if (copy_from_user(kbuf, ubuf, count))
 		return -EFAULT;
 	kbuf[count] = '\0';
+	/* a NUL inside would hide what follows it from the parsers */
+	if (strlen(kbuf) != count)
+		return -EINVAL;
 	return 0;
 }
 
@@ -170,16 +173,18 @@ static ssize_t diofork_timeout_write(struct file *file, const char __user *ubuf,
 {
 	unsigned int *timeout = file_inode(file)->i_private;
 	char kbuf[DIOFORK_WRITE_MAX];
+	size_t len = count;
 	unsigned int val;
 	int ret;
 
 	ret = diofork_copy_write(kbuf, ubuf, count, ppos);
 	if (ret)
 		return ret;
-	if (kbuf[count - 1] == '\n')
-		kbuf[count - 1] = '\0';
-	if (!kbuf[0] || kbuf[0] == '+' || kstrtouint(kbuf, 10, &val) ||
-	    val > 3600 * 1000)
+	/* digits, then at most one newline: nothing kstrtouint() also takes */
+	if (kbuf[len - 1] == '\n')
+		kbuf[--len] = '\0';
+	if (!len || strspn(kbuf, "0123456789") != len ||
+	    kstrtouint(kbuf, 10, &val) || val > 3600 * 1000)
 		return -EINVAL;
 	WRITE_ONCE(*timeout, val);
 	*ppos += count;

@@ -21,6 +21,7 @@
 #include <linux/rcupdate.h>
 #include <linux/atomic.h>
 #include <linux/percpu.h>
+#include <linux/mutex.h>
 
 struct bio;
 struct mm_struct;
@@ -198,6 +199,7 @@ struct diofork_wait_pcpu {
 
 struct diofork_wait {
 	struct diofork_wait_pcpu __percpu *pcpu;
+	struct mutex base_lock;		/* readers and resets of base */
 	struct diofork_wait_pcpu base;	/* sums at the last reset */
 	atomic64_t ns_max;
 };
@@ -262,6 +264,20 @@ struct diofork_io *diofork_track_bio_pin(const struct bio *bio,
 					 unsigned int first_vec,
 					 bool kernel_pinned,
 					 unsigned long wp_seq);
+struct diofork_io *diofork_track_bio_big(const struct bio *bio,
+					 unsigned int first_vec,
+					 bool kernel_pinned,
+					 unsigned long wp_seq, bool pin,
+					 struct diofork_io *prealloc);
+size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
+			  bool kernel_pinned, bool pin);
+
+/* Why a record leaves the table (diofork_io_retire()). */
+enum diofork_retire {
+	DIOFORK_RETIRE_RELEASED,	/* the DIO released its pages */
+	DIOFORK_RETIRE_FORCED,		/* mode switch, unload */
+	DIOFORK_RETIRE_REDONE,		/* its lookup is done again */
+};
 
 /* Room for io->room_pinned page pointers, after the page references. */
 static inline struct page **diofork_io_pin_room(struct diofork_io *io)
@@ -277,6 +293,7 @@ bool diofork_io_settled(const struct diofork_io *io, bool pinned);
 void diofork_io_cache_trim(void);
 void diofork_io_cache_exit(void);
 void diofork_track_release(const struct bio *bio);
+void diofork_track_release_redo(const struct bio *bio);
 void diofork_track_forget_all(void);
 struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
 					    const struct mm_struct *mm);
@@ -306,7 +323,6 @@ enum diofork_hook_id {
 int diofork_hooks_init(void);
 unsigned long diofork_symbol_addr(const char *name);
 int diofork_hooks_install(unsigned long mask);
-void diofork_hooks_remove(unsigned long mask);
 void diofork_hooks_remove_all(void);
 unsigned long diofork_hooks_attached(void);
 unsigned long diofork_hooks_missed(void);

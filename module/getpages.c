@@ -38,12 +38,64 @@
 #include <linux/sched.h>
 #include <linux/percpu.h>
 #include <linux/delay.h>
+#include <linux/slab.h>
 #include <linux/ftrace.h>
 #include <linux/rcupdate_wait.h>
 #include "diofork.h"
 #include "compat.h"
+#include "io_cache.h"
 
 static DEFINE_PER_CPU(long, diofork_gp_standins);
+
+/*
+ * May @bio's record be too big for the records' cache?  Such a record is
+ * allocated by the stand-in, where the task may sleep (track.c says why).
+ * A 4 KiB read pays this comparison and nothing else.
+ */
+static __always_inline bool diofork_gp_big(const struct bio *bio)
+{
+	return unlikely(bio->bi_iter.bi_size >
+			(DIOFORK_CACHE_PAGES - 1) * PAGE_SIZE);
+}
+
+/*
+ * The record of bvecs [vcnt, bi_vcnt) if the cache can not hold it; NULL
+ * otherwise, or if memory is short (the record then tries GFP_ATOMIC).
+ */
+static struct diofork_io *diofork_gp_prealloc(struct bio *bio,
+					      unsigned short vcnt, bool pins)
+{
+	size_t size = diofork_track_size(bio, vcnt,
+					 diofork_bio_kernel_pinned(bio), pins);
+
+	if (size <= DIOFORK_CACHE_SIZE)
+		return NULL;
+	return kvmalloc(size, GFP_KERNEL | __GFP_NOWARN);
+}
+
+/* After the record: the preallocated one, if the record did not take it. */
+static void diofork_gp_prealloc_put(struct diofork_io *pre,
+				    const struct diofork_io *io)
+{
+	if (pre && pre != io)
+		kvfree(pre);
+}
+
+/* Record a big bio (diofork_gp_big()); with @pins, pin its pages too. */
+static noinline struct diofork_io *
+diofork_gp_track_big(struct bio *bio, unsigned short vcnt, unsigned long seq,
+		     bool pins)
+{
+	struct diofork_io *pre = diofork_gp_prealloc(bio, vcnt, pins);
+	bool kernel_pinned = diofork_bio_kernel_pinned(bio);
+	struct diofork_io *io;
+
+	preempt_disable();
+	io = diofork_track_bio_big(bio, vcnt, kernel_pinned, seq, pins, pre);
+	preempt_enable();
+	diofork_gp_prealloc_put(pre, io);
+	return io;
+}
 
 static int (*diofork_gp_call)(struct bio *bio, struct iov_iter *iter) =
 	bio_iov_iter_get_pages;
@@ -75,7 +127,7 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 					      const struct diofork_policy *pol)
 {
 	struct diofork_gup d = { .bio = bio, .pol = pol };
-	struct diofork_io *io = NULL;
+	struct diofork_io *io = NULL, *pre = NULL;
 	int ret;
 
 	d.vcnt = bio->bi_vcnt;
@@ -85,14 +137,21 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 
 	ret = READ_ONCE(diofork_gp_call)(bio, iter);
 
+	if (!ret && bio->bi_vcnt > d.vcnt && diofork_gp_big(bio))
+		pre = diofork_gp_prealloc(bio, d.vcnt, false);
 	preempt_disable();
 	if (!ret && bio->bi_vcnt > d.vcnt)
-		io = diofork_track_bio(bio, d.vcnt,
-				       diofork_bio_kernel_pinned(bio), d.seq);
+		io = pre ? diofork_track_bio_big(bio, d.vcnt,
+						 diofork_bio_kernel_pinned(bio),
+						 d.seq, false, pre) :
+			   diofork_track_bio(bio, d.vcnt,
+					     diofork_bio_kernel_pinned(bio),
+					     d.seq);
 	/* the policy of the entry, even if the mode changed since */
 	if (pol->gup_exit)
 		pol->gup_exit(&d, io);
 	preempt_enable();
+	diofork_gp_prealloc_put(pre, io);
 	return ret;
 }
 
@@ -109,6 +168,8 @@ diofork_gp_track(struct bio *bio, unsigned short vcnt,
 	bool kernel_pinned = diofork_bio_kernel_pinned(bio);
 	struct diofork_io *io;
 
+	if (diofork_gp_big(bio))
+		return diofork_gp_track_big(bio, vcnt, seq, pins);
 	preempt_disable();
 	io = pins ? diofork_track_bio_pin(bio, vcnt, kernel_pinned, seq) :
 		    diofork_track_bio(bio, vcnt, kernel_pinned, seq);
@@ -154,7 +215,7 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 		diofork_stat_inc(DIOFORK_STAT_LOOKUPS_REDONE);
 		taken = bio->bi_iter.bi_size;
 		preempt_disable();
-		diofork_track_release(bio);	/* and unpin */
+		diofork_track_release_redo(bio);	/* and unpin */
 		seq = diofork_mm_wp_seq(current->mm);
 		preempt_enable();
 		bio_release_pages(bio, false);
@@ -168,6 +229,8 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 		if (ret || !bio->bi_vcnt)
 			return ret;
 		io = diofork_gp_track(bio, 0, seq, pins);
+		if (unlikely(!io && pins))
+			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 		if (!diofork_gp_raced(io))
 			break;
 	}
@@ -235,10 +298,14 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 	ret = READ_ONCE(diofork_gp_call)(bio, iter);
 
 	if (pol && !ret && bio->bi_vcnt > vcnt) {
-		preempt_disable();
-		diofork_track_bio(bio, vcnt, diofork_bio_kernel_pinned(bio),
-				  seq);
-		preempt_enable();
+		if (diofork_gp_big(bio)) {
+			diofork_gp_track_big(bio, vcnt, seq, false);
+		} else {
+			preempt_disable();
+			diofork_track_bio(bio, vcnt,
+					  diofork_bio_kernel_pinned(bio), seq);
+			preempt_enable();
+		}
 	}
 out:
 	this_cpu_dec(diofork_gp_standins);

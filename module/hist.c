@@ -3,16 +3,20 @@
  * Wait-time figures for the policies that make a task wait (lock, drain):
  * a log2 latency histogram, total and maximum, per CPU on the write side.
  * "reset" works as for the counters: a base is recorded and subtracted.
+ * Readers and resets sum under the base's mutex, so a reader never
+ * subtracts a base newer than its sums, and two resets never mix.
  */
 #include <linux/kernel.h>
 #include <linux/log2.h>
 #include <linux/percpu.h>
 #include <linux/seq_file.h>
 #include <linux/atomic.h>
+#include <linux/mutex.h>
 #include "diofork.h"
 
 int diofork_wait_init(struct diofork_wait *w)
 {
+	mutex_init(&w->base_lock);
 	w->pcpu = alloc_percpu(struct diofork_wait_pcpu);
 	return w->pcpu ? 0 : -ENOMEM;
 }
@@ -65,18 +69,22 @@ void diofork_wait_read(struct diofork_wait *w, struct diofork_wait_pcpu *out,
 {
 	int b;
 
+	mutex_lock(&w->base_lock);
 	diofork_wait_sum(w, out);
 	for (b = 0; b < DIOFORK_HIST_BUCKETS; b++)
 		out->bucket[b] -= w->base.bucket[b];
 	out->count -= w->base.count;
 	out->ns_total -= w->base.ns_total;
 	*max_ns = atomic64_read(&w->ns_max);
+	mutex_unlock(&w->base_lock);
 }
 
 void diofork_wait_reset(struct diofork_wait *w)
 {
+	mutex_lock(&w->base_lock);
 	diofork_wait_sum(w, &w->base);
 	atomic64_set(&w->ns_max, 0);
+	mutex_unlock(&w->base_lock);
 }
 
 /* "<prefix>_waits", "<prefix>_wait_ns_total", "<prefix>_wait_ns_max" */

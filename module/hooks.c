@@ -265,6 +265,30 @@ static void diofork_hooks_detach_mask(unsigned long mask)
 			diofork_hook_detach(&diofork_hooks[id]);
 }
 
+static void diofork_hooks_remove(unsigned long mask)
+{
+	struct diofork_hook *release = &diofork_hooks[DIOFORK_HOOK_DIO_RELEASE];
+	bool get_pages = diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES].attached;
+	long left;
+
+	/* Stop adding records: no new stand-in, and the running ones leave. */
+	diofork_hooks_detach_mask(mask & ~BIT(DIOFORK_HOOK_DIO_RELEASE));
+	if (get_pages && (mask & BIT(DIOFORK_HOOK_DIO_GET_PAGES)))
+		diofork_gp_standins_wait();
+	if (!(mask & BIT(DIOFORK_HOOK_DIO_RELEASE)))
+		return;
+
+	/* Let in-flight DIO release its pages, then stop watching. */
+	if (release->attached) {
+		left = diofork_track_wait_idle(DIOFORK_DRAIN_ON_REMOVE);
+		if (left)
+			pr_warn("%ld DIO still in flight: forgetting them\n",
+				left);
+		diofork_hook_detach(release);
+	}
+	diofork_track_forget_all();
+}
+
 int diofork_hooks_install(unsigned long mask)
 {
 	unsigned long done = 0;
@@ -292,30 +316,6 @@ int diofork_hooks_install(unsigned long mask)
 		return ret;
 	}
 	return 0;
-}
-
-void diofork_hooks_remove(unsigned long mask)
-{
-	struct diofork_hook *release = &diofork_hooks[DIOFORK_HOOK_DIO_RELEASE];
-	bool get_pages = diofork_hooks[DIOFORK_HOOK_DIO_GET_PAGES].attached;
-	long left;
-
-	/* Stop adding records: no new stand-in, and the running ones leave. */
-	diofork_hooks_detach_mask(mask & ~BIT(DIOFORK_HOOK_DIO_RELEASE));
-	if (get_pages && (mask & BIT(DIOFORK_HOOK_DIO_GET_PAGES)))
-		diofork_gp_standins_wait();
-	if (!(mask & BIT(DIOFORK_HOOK_DIO_RELEASE)))
-		return;
-
-	/* Let in-flight DIO release its pages, then stop watching. */
-	if (release->attached) {
-		left = diofork_track_wait_idle(DIOFORK_DRAIN_ON_REMOVE);
-		if (left)
-			pr_warn("%ld DIO still in flight: forgetting them\n",
-				left);
-		diofork_hook_detach(release);
-	}
-	diofork_track_forget_all();
 }
 
 void diofork_hooks_remove_all(void)

@@ -38,6 +38,7 @@
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include "diofork.h"
+#include "compat.h"
 #include "io_cache.h"
 
 #define DIOFORK_CACHE_MAX	2048	/* free records kept per CPU */
@@ -109,7 +110,8 @@ void diofork_io_free_slow(struct diofork_io *io)
 
 	lockdep_assert_irqs_disabled();
 	if (!(io->flags & DIOFORK_IO_CACHED)) {
-		kfree_rcu(io, rcu);
+		/* kmalloc()'d here, or kvmalloc()'d by the stand-in */
+		kvfree_rcu(io, rcu);
 		return;
 	}
 
@@ -119,7 +121,7 @@ void diofork_io_free_slow(struct diofork_io *io)
 	c->retired = NULL;
 	c->nr_retired = 0;
 	/* the grace period starts after every record in it was unhashed */
-	call_rcu(&io->rcu, diofork_io_cache_refill);
+	diofork_call_rcu(&io->rcu, diofork_io_cache_refill);
 }
 
 /* On the cache's own CPU: take its free records away, into *@arg. */

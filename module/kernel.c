@@ -38,6 +38,9 @@ void diofork_kernel_report(struct seq_file *m)
 	seq_printf(m, "pin: %s\n", !diofork_kernel_has_extract_pages ?
 		   "pins DIO pages (this kernel takes plain references)" :
 		   "passive (this kernel pins DIO pages itself)");
+	seq_printf(m, "drain: %s\n", !diofork_kernel_has_extract_pages ?
+		   "fork waits for the DIO of its process" :
+		   "passive (fork copies pinned DIO pages itself)");
 	seq_printf(m, "drain_holds_off_dio: %s\n", diofork_drain_holds_off_dio() ?
 		   "yes" : "no (not needed: fork copies pinned DIO pages itself)");
 	seq_printf(m, "mode: %s\n", diofork_mode_names[diofork_mode_get()]);

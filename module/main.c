@@ -44,8 +44,9 @@ static int __init diofork_init(void)
 		goto exit_track;
 	ret = diofork_mode_set(initial);
 	if (ret) {
+		/* its hooks may be in: out with them, and the policies' state */
 		pr_err("cannot enter mode %s (%d)\n", mode, ret);
-		goto exit_track;
+		goto exit_mode;
 	}
 	ret = diofork_debugfs_init();
 	if (ret)

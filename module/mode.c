@@ -120,14 +120,19 @@ int diofork_mode_set(enum diofork_mode mode)
 	new = diofork_policies[mode];
 	new_hooks = diofork_mode_hooks(mode);
 
-	/* Hooks the new mode needs go in first: all or nothing. */
+	/*
+	 * Hooks the new mode needs go in first: all or nothing.  If the mode
+	 * then fails to start, they stay, idle, as every hook stays until
+	 * unload (hooks.c): taking them out again is the churn that crashes
+	 * 6.1, and some may have been attached for an earlier mode.
+	 */
 	ret = diofork_hooks_install(new_hooks & ~diofork_hooks_attached());
 	if (ret)
 		goto unlock;
 	if (new && new->enable) {
 		ret = new->enable();
 		if (ret)
-			goto remove_new_hooks;
+			goto unlock;
 	}
 
 	rcu_assign_pointer(diofork_active, new);
@@ -139,12 +144,6 @@ int diofork_mode_set(enum diofork_mode mode)
 	if (mode == DIOFORK_MODE_OFF)
 		diofork_io_cache_trim();
 	pr_info("mode %s\n", diofork_mode_names[mode]);
-	goto unlock;
-
-remove_new_hooks:
-	/* only if nothing else ran with them yet: back to the state before */
-	if (!old)
-		diofork_hooks_remove(new_hooks);
 unlock:
 	mutex_unlock(&diofork_mode_mutex);
 	return ret;

@@ -43,10 +43,14 @@
  *
  * The hold-off needs the lookup taken over, which only works where DIO
  * takes plain references (Debian 6.1).  Where the kernel pins DIO (6.12),
- * fork copies such pages itself and drain only waits.  A wait that times
- * out (drain_timeout_ms) lets the restarted fork go ahead (a pass, see
- * policy_wait.c).  The legacy
- * fs/direct-io.c path (vfat) takes its pages elsewhere and is not held off.
+ * fork copies such pages itself, and drain is passive, as pin is: it
+ * tracks and counts, and no fork waits.  A wait there would protect
+ * nothing, and with nothing holding new DIO off, a process whose other
+ * threads keep reads in flight (io_uring at QD > 1) might never be seen
+ * idle: its fork would wait as long as the stream lasts.  A wait that
+ * times out (drain_timeout_ms) lets the restarted fork go ahead (a pass,
+ * see policy_wait.c).  The legacy fs/direct-io.c path (vfat) takes its
+ * pages elsewhere and is not held off.
  */
 #include <linux/errno.h>
 #include <linux/hash.h>
@@ -270,6 +274,9 @@ static unsigned long diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
 	struct diofork_drain_hold *h;
 	bool wait;
 
+	/* the kernel pins DIO pages: fork copies them itself (passive) */
+	if (diofork_kernel_has_extract_pages)
+		return 0;
 	h = kmalloc(sizeof(*h), GFP_ATOMIC | __GFP_NOWARN);
 	if (!h) {
 		diofork_stat_inc(DIOFORK_STAT_DRAIN_ALLOC_FAILURES);

@@ -4,10 +4,11 @@
  * (writes are not tracked: COW can not lose them, see track.c).
  *
  * This is the lock_page()-in-the-DIO-path idea that Linux dropped as too
- * slow, done with our own table instead of the page lock: a write fault in
- * the DIO's own mm that would break COW on a page a DIO still targets backs
- * off (PTE lock dropped, nothing changed), sleeps until that page has no
- * DIO of this mm in flight, then faults again and COWs complete data.
+ * slow, done with our own table instead of the page lock: a write (or
+ * unshare) fault in the DIO's own mm that would break COW on a page a DIO
+ * still targets backs off (PTE lock dropped, nothing changed), sleeps until
+ * that page has no DIO of this mm in flight, then faults again and COWs
+ * complete data.
  *
  * User-mode and kernel-mode faults (a DIO page lookup, a copy_to_user())
  * wait alike, and so does the task that submitted the DIO (lock_waits_self):
@@ -79,7 +80,13 @@ static unsigned long diofork_lock_cow_fault(struct vm_fault *vmf,
 	struct mm_struct *mm = vmf->vma->vm_mm;
 	unsigned long pfn = pte_pfn(vmf->orig_pte);
 
-	if (io->mm != mm || !(vmf->flags & FAULT_FLAG_WRITE))
+	/*
+	 * A write fault, or an unshare fault: a FOLL_PIN lookup without
+	 * FOLL_WRITE (process_vm_readv() of this process, say) also gives
+	 * the parent a copy of a page fork shared, and the read is lost alike.
+	 */
+	if (io->mm != mm ||
+	    !(vmf->flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE)))
 		return 0;
 	/* this fault already waited its lock_timeout_ms out */
 	if (diofork_wait_pass_take(pfn))

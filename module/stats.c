@@ -71,13 +71,14 @@ long diofork_stat_read_raw(enum diofork_stat item)
 
 long diofork_stat_read(enum diofork_stat item)
 {
-	long val = diofork_stat_sum(item);
+	long val;
 
-	if (item < DIOFORK_NR_MONOTONIC) {
-		spin_lock(&diofork_stat_base_lock);
-		val -= diofork_stat_base[item];
-		spin_unlock(&diofork_stat_base_lock);
-	}
+	if (item >= DIOFORK_NR_MONOTONIC)
+		return diofork_stat_sum(item);
+	/* summed under the lock: never less than a base a reset just took */
+	spin_lock(&diofork_stat_base_lock);
+	val = diofork_stat_sum(item) - diofork_stat_base[item];
+	spin_unlock(&diofork_stat_base_lock);
 	return val;
 }
 

@@ -19,10 +19,18 @@
  * A third, lock-free array counts records per hashed mm, so that a fork of a
  * process without DIO in flight costs one atomic read.
  *
- * Records are allocated with GFP_ATOMIC (the hooks run in kprobe context).
- * If that fails the DIO is simply not tracked: it proceeds as if diofork
- * were off, and track_alloc_failures says so.  Small records come from a
- * per-CPU cache (io_cache.c) and rarely reach the allocator.
+ * Small records come from a per-CPU cache (io_cache.c) and rarely reach
+ * the allocator; when they do, with GFP_ATOMIC (the record is made with
+ * interrupts off).  A record too big for the cache (more than
+ * DIOFORK_CACHE_PAGES pages: 32 to 40 bytes a page, 10 KiB for a 1 MiB
+ * bio, more for a bio of huge pages) is allocated by the page-acquisition
+ * stand-in with GFP_KERNEL before it records, where the DIO's task may
+ * sleep: an atomic allocation of that order fails once memory is
+ * fragmented, and those are the DIOs of programs with big buffers.  Only
+ * legacy fs/direct-io.c bios (submit_bio, atomic) are recorded with
+ * GFP_ATOMIC whatever their size.  If an allocation fails the DIO is
+ * simply not tracked: it proceeds as if diofork were off, and
+ * track_alloc_failures says so.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -193,7 +201,7 @@ static __always_inline void diofork_io_account(const struct diofork_io *io,
  * Interrupts are off: the caller makes one such region for every record of
  * a bio (each enable is an exit from translated code under TCG).
  */
-static void diofork_io_retire(struct diofork_io *io, bool forced)
+static void diofork_io_retire(struct diofork_io *io, enum diofork_retire why)
 {
 	unsigned int i;
 
@@ -210,10 +218,16 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
 		diofork_pin_release(io);
 
 	diofork_io_account(io, -1);
-	if (forced)
-		diofork_stat_inc(DIOFORK_STAT_TRACK_FORCED_RELEASE);
-	else
+	if (likely(why == DIOFORK_RETIRE_RELEASED)) {
 		diofork_stat_inc(DIOFORK_STAT_DIO_COMPLETED_READ);
+	} else if (why == DIOFORK_RETIRE_FORCED) {
+		diofork_stat_inc(DIOFORK_STAT_TRACK_FORCED_RELEASE);
+	} else {
+		/* a lookup done again: the read is counted once, at its record */
+		diofork_stat_add(DIOFORK_STAT_DIO_SUBMITTED_READ, -1);
+		diofork_stat_add(DIOFORK_STAT_DIO_PAGES_SUBMITTED,
+				 -(long)io->nr_pages);
+	}
 	atomic_dec(diofork_mm_count(io->mm));
 
 	/* pairs with the barrier in diofork_track_wait_event() */
@@ -234,7 +248,8 @@ static void diofork_io_retire(struct diofork_io *io, bool forced)
  * records are stale).
  */
 static __always_inline unsigned int
-diofork_unhash_bio(const struct bio *bio, struct diofork_bucket *b, bool forced)
+diofork_unhash_bio(const struct bio *bio, struct diofork_bucket *b,
+		   enum diofork_retire why)
 {
 	struct diofork_io *io, *victims = NULL;
 	struct hlist_node *tmp;
@@ -256,7 +271,7 @@ diofork_unhash_bio(const struct bio *bio, struct diofork_bucket *b, bool forced)
 	while (victims) {
 		io = victims;
 		victims = io->next_victim;
-		diofork_io_retire(io, forced);
+		diofork_io_retire(io, why);
 	}
 	local_irq_restore(flags);
 	return n;
@@ -294,8 +309,21 @@ void notrace diofork_track_release(const struct bio *bio)
 	if (!b)
 		return;
 	/* counted as submit counts a stale record: retired, and stale */
-	if (diofork_unhash_bio(bio, b, false) && op_is_write(bio_op(bio)))
+	if (diofork_unhash_bio(bio, b, DIOFORK_RETIRE_RELEASED) &&
+	    op_is_write(bio_op(bio)))
 		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
+}
+
+/*
+ * The records of @bio, whose pages the stand-in gives back to look them up
+ * again (getpages.c): retired, and not counted as reads of their own.
+ */
+void diofork_track_release_redo(const struct bio *bio)
+{
+	struct diofork_bucket *b = diofork_bio_hashed(bio);
+
+	if (b)
+		diofork_unhash_bio(bio, b, DIOFORK_RETIRE_REDONE);
 }
 
 /*
@@ -424,9 +452,13 @@ long diofork_track_wait_idle(long timeout)
 	unsigned long end = jiffies + timeout;
 	long left;
 
+	/*
+	 * Not cut short by a signal: what is left is forgotten, and pins
+	 * dropped, while the device may still write into the pages.
+	 */
 	while ((left = diofork_stat_read_raw(DIOFORK_STAT_DIO_INFLIGHT)) > 0 &&
-	       time_before(jiffies, end) && !signal_pending(current))
-		schedule_timeout_interruptible(msecs_to_jiffies(10));
+	       time_before(jiffies, end))
+		schedule_timeout_uninterruptible(msecs_to_jiffies(10));
 	return max(left, 0L);
 }
 
@@ -453,7 +485,7 @@ void diofork_track_forget_all(void)
 			diofork_bucket_unlock(b);
 			local_irq_restore(flags);
 			if (bio)
-				diofork_unhash_bio(bio, b, true);
+				diofork_unhash_bio(bio, b, DIOFORK_RETIRE_FORCED);
 		} while (bio);
 	}
 }
@@ -517,6 +549,31 @@ bool diofork_io_settled(const struct diofork_io *io, bool pinned)
 	return !diofork_io_shared(io);
 }
 
+/* A record of @nr pages, with room for @room_pinned pins. */
+static __always_inline size_t
+diofork_io_size(unsigned int nr, unsigned int room_pinned)
+{
+	struct diofork_io *io;
+
+	return size_add(struct_size(io, pages, nr),
+			array_size(room_pinned, sizeof(struct page *)));
+}
+
+/*
+ * The size of the record diofork_track_bio() (@pin false) or
+ * diofork_track_bio_pin() would make of bvecs [first_vec, bi_vcnt) of
+ * @bio, for a caller that allocates it; 0 if it makes none.
+ */
+size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
+			  bool kernel_pinned, bool pin)
+{
+	unsigned int nr = diofork_bio_nr_pages(bio, first_vec);
+
+	if (!nr)
+		return 0;
+	return diofork_io_size(nr, pin && !kernel_pinned ? nr : 0);
+}
+
 /*
  * Track the pages of bvecs [first_vec, bi_vcnt) of @bio, a read, which the
  * DIO path has just taken.  Unless it is DIOFORK_WP_SEQ_NONE, @wp_seq is
@@ -530,7 +587,8 @@ bool diofork_io_settled(const struct diofork_io *io, bool pinned)
  */
 static __always_inline struct diofork_io *
 __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
-		    bool kernel_pinned, unsigned long wp_seq, const bool pin)
+		    bool kernel_pinned, unsigned long wp_seq, const bool pin,
+		    struct diofork_io *prealloc)
 {
 	struct diofork_bucket *b;
 	struct diofork_io *io;
@@ -538,7 +596,7 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	unsigned int nr, room_pinned = 0;
 
 	b = first_vec ? NULL : diofork_bio_hashed(bio);
-	if (b && diofork_unhash_bio(bio, b, false))
+	if (b && diofork_unhash_bio(bio, b, DIOFORK_RETIRE_RELEASED))
 		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 
 	nr = diofork_bio_nr_pages(bio, first_vec);
@@ -549,9 +607,13 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 		room_pinned = nr;
 	/* one region with interrupts off: allocation, hashing, pinning */
 	local_irq_save(flags);
-	io = diofork_io_alloc(size_add(struct_size(io, pages, nr),
-				       array_size(room_pinned,
-						  sizeof(struct page *))));
+	if (unlikely(prealloc)) {
+		/* diofork_track_size() of the same bio: big enough */
+		io = prealloc;
+		io->flags = 0;
+	} else {
+		io = diofork_io_alloc(diofork_io_size(nr, room_pinned));
+	}
 	if (!io) {
 		local_irq_restore(flags);
 		diofork_stat_inc(DIOFORK_STAT_TRACK_ALLOC_FAILURES);
@@ -609,7 +671,7 @@ struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
 					     unsigned long wp_seq)
 {
 	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
-				   false);
+				   false, NULL);
 }
 
 /* The same, for pin: the record pins its pages. */
@@ -619,7 +681,26 @@ struct diofork_io *notrace diofork_track_bio_pin(const struct bio *bio,
 						 unsigned long wp_seq)
 {
 	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
-				   true);
+				   true, NULL);
+}
+
+/*
+ * Either of them, for a big bio: @prealloc is NULL, or a record of
+ * diofork_track_size() bytes from the caller's kvmalloc(), which becomes
+ * the record (returned) unless the bio has no page to record (NULL: the
+ * caller frees it).  Apart, so that the others test no @prealloc.
+ */
+struct diofork_io *notrace diofork_track_bio_big(const struct bio *bio,
+						 unsigned int first_vec,
+						 bool kernel_pinned,
+						 unsigned long wp_seq, bool pin,
+						 struct diofork_io *prealloc)
+{
+	if (pin)
+		return __diofork_track_bio(bio, first_vec, kernel_pinned,
+					   wp_seq, true, prealloc);
+	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
+				   false, prealloc);
 }
 
 int diofork_track_init(void)

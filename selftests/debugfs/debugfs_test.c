@@ -8,6 +8,9 @@
  *           not implemented is -EOPNOTSUPP, and the mode is unchanged.
  *   stats   "name value" lines, /proc/vmstat style.
  *   reset   "reset" zeroes the monotonic counters, anything else -EINVAL.
+ *   lock_timeout_ms, drain_timeout_ms: a decimal number of ms (0 to one
+ *           hour) and at most one newline; anything else (a sign, spaces,
+ *           hex, a NUL, two newlines, too big) -EINVAL, value unchanged.
  *   kernel  "name: value" lines, including "dio_pins: yes|no|unknown".
  *
  * Skips (exit 4) when the module is not loaded.  Every fixture restores the
@@ -402,6 +405,48 @@ TEST(reset)
 			       forks_before, forks_after);
 		if (forks_before > 0)
 			EXPECT_LT(forks_after, forks_before);
+	}
+}
+
+/* lock_timeout_ms, drain_timeout_ms: digits and one optional newline only */
+TEST(timeout_knobs)
+{
+	static const char *const files[] = { "lock_timeout_ms", "drain_timeout_ms" };
+	static const struct { const char *buf; size_t len; } bad[] = {
+		{ "", 0 }, { "\n", 1 }, { "5\0x", 3 }, { "5\0", 2 },
+		{ "5\n\n", 3 }, { "+5", 2 }, { "-1", 2 }, { " 5", 2 },
+		{ "5 ", 2 }, { "0x10", 4 }, { "3600001", 7 },
+		{ "99999999999", 11 }, { "abc", 3 }, { "5\xff", 2 },
+	};
+	unsigned long saved, now;
+	char path[256];
+	unsigned int f, i;
+	ssize_t ret;
+
+	for (f = 0; f < ARRAY_SIZE(files); f++) {
+		snprintf(path, sizeof(path), "%s/%s", DF_DEBUGFS_DIR, files[f]);
+		if (access(path, F_OK)) {
+			ksft_print_msg("%s: no such file, not checked\n", path);
+			continue;
+		}
+		ASSERT_EQ(0, df_knob_get(files[f], &saved));
+		ASSERT_EQ(0, df_knob_set(files[f], 1234));
+		for (i = 0; i < ARRAY_SIZE(bad); i++) {
+			ret = df_write_once(path, bad[i].buf, bad[i].len);
+			EXPECT_EQ(-EINVAL, ret)
+				TH_LOG("%s: write %zu bytes (#%u): got %zd", files[f],
+				       bad[i].len, i, ret);
+			ASSERT_EQ(0, df_knob_get(files[f], &now));
+			EXPECT_EQ(1234, now)
+				TH_LOG("%s: bad write #%u changed it to %lu", files[f], i, now);
+		}
+		EXPECT_EQ(0, df_write_once(path, "250\n", 4));
+		ASSERT_EQ(0, df_knob_get(files[f], &now));
+		EXPECT_EQ(250, now);
+		EXPECT_EQ(0, df_write_once(path, "3600000", 7));
+		ASSERT_EQ(0, df_knob_get(files[f], &now));
+		EXPECT_EQ(3600000, now);
+		EXPECT_EQ(0, df_knob_set(files[f], saved));
 	}
 }
 

@@ -41,6 +41,13 @@
  *                       gauges 0, a new read is tracked and retired, no
  *                       task in D state.
  *
+ * On a kernel that pins DIO pages itself (dio_pins: yes, 6.12) drain is
+ * passive: fork copies such pages, and no fork waits.  There fork_waits
+ * checks the opposite (the fork returns with the read in flight, nothing
+ * waited, the module's kernel file says "drain: passive", the read's data
+ * intact), and the tests of a waiting fork (sigkill_forker, drain_timeout,
+ * rmmod_during_wait) SKIP.
+ *
  * Every test sets mode drain in its setup and puts "off" back.  SKIP (4)
  * when the module is not loaded, dmsetup or the dm-delay target is missing,
  * /bin/true is missing (posix_spawn), or $DIOFORK_KO does not exist (rmmod).
@@ -500,6 +507,28 @@ static int dv_reap(FIXTURE_DATA(drain) *self, int *status, double timeout)
 
 #define FORK_EARLY_WHY \
 	"fork returned %.3f s after the read began, before it could complete (delay %.1f s)"
+#define PASSIVE_WHY \
+	"this kernel pins DIO pages (dio_pins: yes): drain is passive, no fork waits"
+
+/* On a kernel that pins DIO: the fork went ahead with the read in flight. */
+static void fork_passive_checks(struct __test_metadata *_metadata,
+				FIXTURE_DATA(drain) *self,
+				const struct df_stats *s0,
+				const struct df_stats *s1, double since_submit)
+{
+	char drain[128] = "";
+
+	EXPECT_EQ(0, df_kernel_get("drain", drain, sizeof(drain)));
+	EXPECT_EQ(0, strncmp(drain, "passive", 7)) TH_LOG("kernel file: drain: %s", drain);
+	EXPECT_TRUE(since_submit < 0.5 * self->delay)
+		TH_LOG("fork returned %.3f s after the read began (delay %.1f s): it waited",
+		       since_submit, self->delay);
+	EXPECT_LE(1, self->v->inflight_at_return)
+		TH_LOG("fork returned only once the read was done");
+	EXPECT_EQ(0, df_stats_delta(s0, s1, "drain_forks_waited"));
+	EXPECT_EQ(0, df_stats_delta(s0, s1, "drain_waits"));
+	EXPECT_LE(1, df_stats_delta(s0, s1, "forks_with_dio_inflight"));
+}
 
 TEST_F_TIMEOUT(drain, fork_waits, 60)
 {
@@ -536,6 +565,11 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 		       h1 - h0, df_stats_val(&s1, "drain_wait_ns_max"));
 
 	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	if (df_kernel_pins_dio()) {
+		ksft_print_msg("%s\n", PASSIVE_WHY);
+		fork_passive_checks(_metadata, self, &s0, &s1, since_submit);
+		goto data;
+	}
 	EXPECT_TRUE(since_submit >= 0.8 * self->delay)
 		TH_LOG(FORK_EARLY_WHY,
 		       since_submit, self->delay);
@@ -546,6 +580,7 @@ TEST_F_TIMEOUT(drain, fork_waits, 60)
 		TH_LOG("drain_wait_hist does not agree with drain_waits");
 	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "drain_timeouts"));
 	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "drain_aborted"));
+data:
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad) TH_LOG("read data lost at offset %ld after the fork",
 					v->io_bad);
@@ -653,6 +688,9 @@ TEST_F_TIMEOUT(drain, sigkill_forker, 60)
 	char dlist[512];
 	int ret, status, idle;
 
+	if (df_kernel_pins_dio())
+		SKIP(return, PASSIVE_WHY);
+
 	ASSERT_EQ(0, df_wait_idle(&s0, IDLE_TIMEOUT_S));
 	kmsg("sigkill_forker: read delay %lu ms\n", self->delay_ms);
 	dv_fork_blocked(_metadata, self, DK_FORK_SIBLING, &s0);
@@ -701,6 +739,9 @@ TEST_F_TIMEOUT(drain, drain_timeout, 60)
 	double took;
 	int ret, status;
 
+	if (df_kernel_pins_dio())
+		SKIP(return, PASSIVE_WHY);
+
 	ASSERT_EQ(0, df_knob_set("drain_timeout_ms", DRAIN_TIMEOUT_MS));
 	ASSERT_EQ(0, df_knob_get("drain_timeout_ms", &knob));
 	ASSERT_EQ(DRAIN_TIMEOUT_MS, knob);
@@ -743,6 +784,9 @@ TEST_F_TIMEOUT(drain, rmmod_during_wait, 120)
 	unsigned char *buf;
 	int rm, ins, ret, status, fd, idle;
 	struct stat st;
+
+	if (df_kernel_pins_dio())
+		SKIP(return, PASSIVE_WHY);
 
 	if (stat(df_ko_path(), &st))
 		SKIP(return, "%s: %s (set DIOFORK_KO): not unloading what cannot be loaded back",

@@ -365,6 +365,13 @@ int df_kernel_get(const char *key, char *val, size_t size)
 	return -ENOENT;
 }
 
+bool df_kernel_pins_dio(void)
+{
+	char v[64] = "";
+
+	return !df_kernel_get("dio_pins", v, sizeof(v)) && !strncmp(v, "yes", 3);
+}
+
 /* "name value" or "name: value kB" files: /proc/vmstat, /proc/meminfo. */
 static long long df_keyed_value(const char *path, const char *name, bool colon)
 {

@@ -135,6 +135,9 @@ long long df_hist_count(const char *file);
 /* Value of "key: value" in the module's kernel file. 0, -ENOENT or -errno. */
 int df_kernel_get(const char *key, char *val, size_t size);
 
+/* Does the kernel pin DIO pages itself (the module's dio_pins: yes)? */
+bool df_kernel_pins_dio(void);
+
 /* -------- /proc and /sys -------- */
 
 /*

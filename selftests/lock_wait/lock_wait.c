@@ -64,6 +64,14 @@
  *                     delay after submission, lock_waits +1) and P holds
  *                     the read's data (lock_waits_self +1: the submitter
  *                     waits too).
+ *    unshare_waits    not a store but an unshare fault: W reads 64 bytes
+ *                     of P through process_vm_readv() of itself, a FOLL_PIN
+ *                     lookup without FOLL_WRITE, which on 6.1 gives W a
+ *                     copy of the shared P.  First in observe, the control:
+ *                     the read is lost from P (skipped where the kernel pins
+ *                     DIO); then in lock: the lookup returns no earlier than
+ *                     80% of the delay after submission, lock_waits +1, and
+ *                     P holds the read's data.
  *    lock_timeout     lock_timeout_ms=200: the write returns after about
  *                     200 ms (0.15 to 1.0 s), with the read still in
  *                     flight, and lock_timeouts increments.  Restored to 0.
@@ -158,14 +166,6 @@ static bool all_bytes(const unsigned char *p, size_t len, unsigned char c)
 		if (p[i] != c)
 			return false;
 	return true;
-}
-
-/* Does the kernel pin DIO pages itself (module's verdict)? */
-static bool kernel_pins_dio(void)
-{
-	char v[64] = "";
-
-	return !df_kernel_get("dio_pins", v, sizeof(v)) && !strncmp(v, "yes", 3);
 }
 
 /* ------------------------------------------------------------------ */
@@ -762,13 +762,34 @@ static void wv_store(struct wv *v, volatile unsigned char *byte,
 }
 
 /*
+ * W reads 64 bytes of P after the fork through process_vm_readv() of
+ * itself, timed: a FOLL_PIN lookup without FOLL_WRITE, which finds P shared
+ * and unshares it (6.1 gives W a copy, as a store's COW would).  0, or the
+ * errno.
+ */
+static int wv_unshare(struct wv *v, volatile unsigned char *p)
+{
+	unsigned char buf[64];
+	struct iovec local = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct iovec remote = { .iov_base = (void *)p, .iov_len = sizeof(buf) };
+	ssize_t ret;
+
+	v->t_write0 = df_now();
+	v->phase = WV_WRITING;
+	ret = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	v->t_write1 = df_now();
+	return ret == (ssize_t)sizeof(buf) ? 0 : ret < 0 ? errno : EIO;
+}
+
+/*
  * The rest of W once the read into P is submitted (by S or by W itself):
  * until the module tracks it (or *done, if not NULL, says it completed),
  * then fork G (which waits for W's pipe to close), then write *byte of P:
- * the COW fault.  0, or 1 as wv_fail().
+ * the COW fault (or, with @unshare, read P through process_vm_readv(): the
+ * unshare fault).  0, or 1 as wv_fail().
  */
 static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
-			 volatile unsigned char *byte)
+			 volatile unsigned char *byte, bool unshare)
 {
 	int ret, wfd;
 
@@ -779,7 +800,13 @@ static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
 
 	if (wv_fork_g(v, fd, NULL, &wfd))
 		return 1;
-	wv_store(v, byte, 0xee);
+	if (unshare) {
+		ret = wv_unshare(v, byte);
+		if (ret)
+			return wv_fail(v, ret);
+	} else {
+		wv_store(v, byte, 0xee);
+	}
 	v->phase = WV_WROTE;
 	return 0;
 }
@@ -788,7 +815,7 @@ static int wv_fork_write(struct wv *v, const volatile int *done, int fd,
  * W: page P, a slow read into it by sibling S, a fork (P now COW-shared
  * with grandchild G, which waits for W's pipe to close), then a write to P.
  */
-static int wv_writer(struct wv *v, const char *dev)
+static int wv_writer(struct wv *v, const char *dev, bool unshare)
 {
 	static struct wv_read r;
 	size_t stack_len = 256 << 10;
@@ -813,7 +840,7 @@ static int wv_writer(struct wv *v, const char *dev)
 		return wv_fail(v, errno);
 	v->s_pid = pid;
 
-	return wv_fork_write(v, &v->io_done, r.fd, page);
+	return wv_fork_write(v, &v->io_done, r.fd, page, unshare);
 }
 
 /*
@@ -846,7 +873,7 @@ static int wv_writer_aio(struct wv *v, const char *dev, double delay)
 	if (ret != 1)
 		return wv_fail(v, ret < 0 ? -ret : EIO);
 	/* W reaps the read itself, later: no io_done to watch */
-	ret = wv_fork_write(v, NULL, fd, page + PAGE_SZ - 1);
+	ret = wv_fork_write(v, NULL, fd, page + PAGE_SZ - 1, false);
 	if (ret)
 		return ret;
 
@@ -992,7 +1019,7 @@ FIXTURE_TEARDOWN(waiter)
  * Start W; return once its write has begun (0), or W failed (-1).  Then
  * give the fault 300 ms: true if the write is still blocked.
  */
-enum wv_kind { WV_READER, WV_OWN_AIO, WV_DIO_WRITE };
+enum wv_kind { WV_READER, WV_OWN_AIO, WV_DIO_WRITE, WV_UNSHARE };
 
 static int wv_start(FIXTURE_DATA(waiter) *self, enum wv_kind kind)
 {
@@ -1011,7 +1038,7 @@ static int wv_start(FIXTURE_DATA(waiter) *self, enum wv_kind kind)
 
 		_exit(kind == WV_OWN_AIO ? wv_writer_aio(v, self->dev, delay) :
 		      kind == WV_DIO_WRITE ? wv_writer_dio_write(v, self->dev, delay) :
-		      wv_writer(v, self->dev));
+		      wv_writer(v, self->dev, kind == WV_UNSHARE));
 	}
 	for (end = df_now() + 10; v->phase < WV_WRITING; usleep(1000)) {
 		if (df_now() > end)
@@ -1041,10 +1068,10 @@ static bool wv_blocked(FIXTURE_DATA(waiter) *self, bool *skip)
 	*skip = false;
 	if (v->phase == WV_WRITING)
 		return true;
-	*skip = v->phase == WV_WROTE && kernel_pins_dio();
+	*skip = v->phase == WV_WROTE && df_kernel_pins_dio();
 	ksft_print_msg("the write returned after %.3f s, read in flight: %s, dio_pins: %s\n",
 		       v->t_write1 - v->t_write0, v->io_done ? "no" : "yes",
-		       kernel_pins_dio() ? "yes" : "no");
+		       df_kernel_pins_dio() ? "yes" : "no");
 	return false;
 }
 
@@ -1166,7 +1193,7 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	       since_submit, self->delay_ms,
 	       v->io_res, v->io_bad < 0 ? "ok" : "lost");
 	print_some("counters", &s0, &s1, lock_names);
-	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && kernel_pins_dio() &&
+	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && df_kernel_pins_dio() &&
 	       v->io_bad < 0;
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
@@ -1179,6 +1206,86 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	EXPECT_EQ((long)PAGE_SZ, v->io_res);
 	EXPECT_EQ(-1, v->io_bad)
 		TH_LOG("the read's data is not in the writer's page (first bad byte %ld)",
+		       v->io_bad);
+}
+
+/*
+ * Run W (unshare) in @mode to the end: its process_vm_readv() returned, S's
+ * read completed and was checked, W and G reaped.  0, or -1 with a message.
+ */
+static int wv_unshare_run(FIXTURE_DATA(waiter) *self, const char *mode,
+			  struct df_stats *s0, struct df_stats *s1)
+{
+	struct wv *v = self->v;
+	double delay = self->delay_ms / 1000.0;
+	int ret, status;
+
+	ret = df_mode_set(mode);
+	if (ret || df_wait_idle(s0, IDLE_TIMEOUT_S)) {
+		ksft_print_msg("%s: mode or idle: %d\n", mode, ret);
+		return -1;
+	}
+	kmsg("unshare_waits (%s): read delay %lu ms\n", mode, self->delay_ms);
+	if (wv_start(self, WV_UNSHARE) ||
+	    df_wait_bounded(self->w_pid, &status, delay + 10)) {
+		ksft_print_msg("%s: W failed in phase %s: %s\n", mode,
+			       wv_phases[v->err_at], strerror(v->err));
+		return -1;
+	}
+	self->w_pid = -1;
+	if (v->phase != WV_WROTE || df_wait_bounded(v->s_pid, &status, delay + 10)) {
+		ksft_print_msg("%s: W ended in phase %s (%s), or S's read hung\n",
+			       mode, wv_phases[v->phase], strerror(v->err));
+		return -1;
+	}
+	v->s_pid = 0;
+	if (!df_wait_bounded(v->g_pid, &status, 5))
+		v->g_pid = 0;
+	if (df_wait_idle(s1, IDLE_TIMEOUT_S))
+		return -1;
+	ksft_print_msg("%s: process_vm_readv of P took %.3f s, returned %.3f s after the read was submitted (delay %lu ms); read %ld bytes, data in P %s\n",
+		       mode, v->t_write1 - v->t_write0, v->t_write1 - v->t_submit,
+		       self->delay_ms, v->io_res, v->io_bad < 0 ? "ok" : "lost");
+	print_some(mode, s0, s1, lock_names);
+	return 0;
+}
+
+/*
+ * Not a store but an unshare fault: W reads P through process_vm_readv()
+ * of itself after the fork, a FOLL_PIN lookup without FOLL_WRITE, and on 6.1
+ * that gives W a copy of P as a COW fault would.  In observe (the control,
+ * which tracks the read, so that W knows when to fork, and changes nothing;
+ * on a kernel that takes plain references) the read is lost from P; in
+ * lock the lookup waits for the read, and P keeps its data.
+ */
+TEST_F_TIMEOUT(waiter, unshare_waits, 90)
+{
+	struct wv *v = self->v;
+	struct df_stats s0, s1;
+	bool pins = df_kernel_pins_dio();
+	double since_submit;
+
+	if (!pins) {
+		ASSERT_EQ(0, wv_unshare_run(self, "observe", &s0, &s1));
+		EXPECT_EQ((long)PAGE_SZ, v->io_res);
+		EXPECT_LE(0, v->io_bad)
+			TH_LOG("observe: the unshare did not lose the read: the test has no power here");
+		EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
+	}
+	ASSERT_EQ(0, wv_unshare_run(self, "lock", &s0, &s1));
+	since_submit = v->t_write1 - v->t_submit;
+	if (pins && !df_stats_delta(&s0, &s1, "cow_on_dio_page") && v->io_bad < 0)
+		SKIP(return, WV_SKIP_WHY);
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
+	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
+		TH_LOG(WV_NOWAIT_WHY,
+		       df_stats_delta(&s0, &s1, "lock_waits"),
+		       df_stats_delta(&s0, &s1, "lock_waits_self"));
+	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_waits"));
+	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_timeouts"));
+	EXPECT_EQ((long)PAGE_SZ, v->io_res);
+	EXPECT_EQ(-1, v->io_bad)
+		TH_LOG("lock: the read's data is not in W's page (first bad byte %ld)",
 		       v->io_bad);
 }
 
@@ -1213,7 +1320,7 @@ TEST_F_TIMEOUT(waiter, lock_timeout, 60)
 	       self->delay_ms, in_flight ? "yes" : "no");
 	print_some("counters", &s0, &s1, lock_names);
 	skip = !df_stats_delta(&s0, &s1, "cow_on_dio_page") && wrote < 0.1 &&
-	       kernel_pins_dio();
+	       df_kernel_pins_dio();
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
 	EXPECT_TRUE(wrote >= LOCK_TIMEOUT_MS * 0.75 / 1000 && wrote < 1.0)
