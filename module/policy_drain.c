@@ -21,12 +21,19 @@
  *
  * Fork (kernel_clone() entry, atomic): forking++, then look at lookups and
  * the table.  Nothing there: fork proceeds, holding new DIO off until it
- * returns to user space (task work).  Something there: kernel_clone()
- * returns -ERESTARTNOINTR before anything is copied; task work (TWA_SIGNAL,
- * so the restart logic runs) sleeps, still holding new DIO off, until the
- * lookups are recorded and every DIO has completed, lets go, and the fork
- * syscall restarts and is checked again.  Holding during the wait is what
- * lets a busy mm drain at all.
+ * returns to user space (task work).  Something there: a stand-in runs in
+ * place of kernel_clone(), before anything is copied.  It sleeps, holding
+ * new DIO off, until the lookups are recorded and every DIO has completed,
+ * then forks by calling kernel_clone() itself, still holding, and the task
+ * work lets go on the way back to user space.  Holding during the wait is
+ * what lets a busy mm drain at all, and holding on until the copy is done
+ * is what makes one wait enough.  (Until 2026-11-25 the stand-in returned
+ * -ERESTARTNOINTR, task work waited, let go, and the syscall restarted: new
+ * DIO got in between, and the restarted fork often found some and waited
+ * again.  make demo's raw_libaio: 20,988 waits for 2,354 forks.)  The
+ * fork's own pass through the hook finds a pass (policy_wait.c) and does
+ * not wait twice.  On a kernel with IBT, whose kernel_clone() may have no
+ * ENDBR for an indirect call, the restart is kept.
  *
  * DIO (its page lookup, taken over by gup.c, process context): lookups++,
  * then look at forking.  Held: lookups--, sleep until no fork holds, try
@@ -83,10 +90,12 @@ struct diofork_drain_hold {
 	struct callback_head cb;
 	struct hlist_node node;
 	struct mm_struct *mm;		/* identity only */
-	bool wait;			/* fork backed off: drain first */
+	bool wait;			/* fork restarts: drain first */
 };
 
 static struct diofork_drain_mm diofork_drain_mms[1 << DIOFORK_DRAIN_MM_BITS];
+/* kernel_clone(), for the stand-in of a fork that waited; NULL: restart */
+static pid_t (*diofork_drain_clone)(struct kernel_clone_args *args);
 /* forks waiting for lookups, DIO waiting for forks: both rare */
 static DECLARE_WAIT_QUEUE_HEAD(diofork_drain_wq);
 static bool diofork_drain_gates;
@@ -260,12 +269,33 @@ static void diofork_drain_hold_fn(struct callback_head *cb)
 }
 
 /*
- * Runs in place of kernel_clone(): the queued task work waits, then the
- * syscall restarts.
+ * Runs in place of kernel_clone() where it can not be called (IBT): the
+ * queued task work waits, then the syscall restarts.
  */
 static pid_t diofork_drain_fork_standin(struct kernel_clone_args *args)
 {
 	return -ERESTARTNOINTR;
+}
+
+/*
+ * Runs in place of kernel_clone(), holding new DIO of current->mm off (the
+ * hold's task work lets go on the way back to user space): wait for the
+ * DIO in flight, then fork.  A wait that timed out or was cut short by a
+ * mode switch forks all the same; a fatal signal ends the task.
+ */
+static pid_t diofork_drain_fork_wait(struct kernel_clone_args *args)
+{
+	unsigned long key = (unsigned long)current->mm;
+	pid_t pid;
+
+	if (diofork_drain_sleep(current->mm) == -EINTR)
+		return -ERESTARTNOINTR;	/* dying: nothing restarts */
+	/* the fork's own pass through the hook: no second wait */
+	diofork_wait_pass_grant(key);
+	pid = READ_ONCE(diofork_drain_clone)(args);
+	/* not taken if the mode changed meanwhile: not left for later */
+	diofork_wait_pass_take(key);
+	return pid;
 }
 
 static unsigned long diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
@@ -297,8 +327,8 @@ static unsigned long diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
 		wait = false;
 
 	init_task_work(&h->cb, diofork_drain_hold_fn);
-	h->wait = wait;
-	if (task_work_add(current, &h->cb, wait ? TWA_SIGNAL : TWA_RESUME)) {
+	h->wait = wait && !READ_ONCE(diofork_drain_clone);
+	if (task_work_add(current, &h->cb, h->wait ? TWA_SIGNAL : TWA_RESUME)) {
 		/* exiting: nothing to protect any more */
 		diofork_drain_unhold(h);
 		kfree(h);
@@ -308,7 +338,8 @@ static unsigned long diofork_drain_fork(struct mm_struct *mm, bool dio_inflight)
 	if (!wait)
 		return 0;
 	diofork_stat_inc(DIOFORK_STAT_DRAIN_FORKS_WAITED);
-	return (unsigned long)diofork_drain_fork_standin;
+	return h->wait ? (unsigned long)diofork_drain_fork_standin :
+			 (unsigned long)diofork_drain_fork_wait;
 }
 
 /* ---- the policy ------------------------------------------------------------ */
@@ -318,6 +349,9 @@ static int diofork_drain_enable(void)
 	int ret;
 
 	diofork_drain_gates = diofork_gup_redirect_possible();
+	if (!IS_ENABLED(CONFIG_X86_KERNEL_IBT))
+		WRITE_ONCE(diofork_drain_clone,
+			   (void *)diofork_symbol_addr("kernel_clone"));
 	if (diofork_drain_gates) {
 		ret = diofork_gup_redirect_start();
 		if (ret)

@@ -3,9 +3,9 @@
  * drain_wait - acceptance tests for diofork's "drain" mode.
  *
  * In drain mode fork() (not vfork, posix_spawn or any CLONE_VM clone) of a
- * process whose mm has tracked DIO in flight backs off and waits, on the
- * way back to user space, until that DIO is done; then the syscall
- * restarts.  Knob: drain_timeout_ms.
+ * process whose mm has tracked DIO in flight waits, before it copies
+ * anything and with new DIO of that mm held off, until that DIO is done;
+ * then it forks.  Knob: drain_timeout_ms.
  *
  * Every test makes reads slow with dm-delay over $DIOFORK_DEV1 (read delay
  * $DIOFORK_DRAIN_DELAY_MS, 3000 ms), from a process C the test forks:

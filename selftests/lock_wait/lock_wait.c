@@ -1156,6 +1156,30 @@ TEST_F_TIMEOUT(waiter, sigkill_waiter, 60)
 	"the write did not wait for the read (lock_waits %+lld, lock_waits_self %+lld)"
 
 /*
+ * W's access to P waited for the read (between the stats s0 and s1): it
+ * returned no earlier than 80% of the delay after the read's submission,
+ * and P holds the read's data.
+ */
+static void wv_expect_waited(struct __test_metadata *_metadata,
+			     FIXTURE_DATA(waiter) *self,
+			     const struct df_stats *s0,
+			     const struct df_stats *s1, double since_submit)
+{
+	struct wv *v = self->v;
+
+	EXPECT_LE(1, df_stats_delta(s0, s1, "cow_on_dio_page"));
+	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
+		TH_LOG(WV_NOWAIT_WHY,
+		       df_stats_delta(s0, s1, "lock_waits"),
+		       df_stats_delta(s0, s1, "lock_waits_self"));
+	EXPECT_LE(1, df_stats_delta(s0, s1, "lock_waits"));
+	EXPECT_EQ((long)PAGE_SZ, v->io_res);
+	EXPECT_EQ(-1, v->io_bad)
+		TH_LOG("the read's data is not in W's page (first bad byte %ld)",
+		       v->io_bad);
+}
+
+/*
  * The DIO's own task writes the page: W submitted the libaio read itself,
  * forked, then writes P from user space.  The user-space write must wait
  * like any other (lock_waits_self).
@@ -1197,16 +1221,7 @@ TEST_F_TIMEOUT(waiter, own_aio_write, 60)
 	       v->io_bad < 0;
 	if (skip)
 		SKIP(return, WV_SKIP_WHY);
-	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
-	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
-		TH_LOG(WV_NOWAIT_WHY,
-		       df_stats_delta(&s0, &s1, "lock_waits"),
-		       df_stats_delta(&s0, &s1, "lock_waits_self"));
-	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_waits"));
-	EXPECT_EQ((long)PAGE_SZ, v->io_res);
-	EXPECT_EQ(-1, v->io_bad)
-		TH_LOG("the read's data is not in the writer's page (first bad byte %ld)",
-		       v->io_bad);
+	wv_expect_waited(_metadata, self, &s0, &s1, since_submit);
 }
 
 /*
@@ -1276,17 +1291,8 @@ TEST_F_TIMEOUT(waiter, unshare_waits, 90)
 	since_submit = v->t_write1 - v->t_submit;
 	if (pins && !df_stats_delta(&s0, &s1, "cow_on_dio_page") && v->io_bad < 0)
 		SKIP(return, WV_SKIP_WHY);
-	EXPECT_LE(1, df_stats_delta(&s0, &s1, "cow_on_dio_page"));
-	EXPECT_TRUE(since_submit >= 0.8 * self->delay_ms / 1000.0)
-		TH_LOG(WV_NOWAIT_WHY,
-		       df_stats_delta(&s0, &s1, "lock_waits"),
-		       df_stats_delta(&s0, &s1, "lock_waits_self"));
-	EXPECT_LE(1, df_stats_delta(&s0, &s1, "lock_waits"));
+	wv_expect_waited(_metadata, self, &s0, &s1, since_submit);
 	EXPECT_EQ(0, df_stats_delta(&s0, &s1, "lock_timeouts"));
-	EXPECT_EQ((long)PAGE_SZ, v->io_res);
-	EXPECT_EQ(-1, v->io_bad)
-		TH_LOG("lock: the read's data is not in W's page (first bad byte %ld)",
-		       v->io_bad);
 }
 
 TEST_F_TIMEOUT(waiter, lock_timeout, 60)
