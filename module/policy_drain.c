@@ -30,7 +30,7 @@
  * is what makes one wait enough.  (Until 2026-11-25 the stand-in returned
  * -ERESTARTNOINTR, task work waited, let go, and the syscall restarted: new
  * DIO got in between, and the restarted fork often found some and waited
- * again.  make demo's raw_libaio: 20,988 waits for 2,354 forks.)  The
+ * again.  make demo's raw_sync: 20,988 waits for 2,354 forks.)  The
  * fork's own pass through the hook finds a pass (policy_wait.c) and does
  * not wait twice.  On a kernel with IBT, whose kernel_clone() may have no
  * ENDBR for an indirect call, the restart is kept.
@@ -55,9 +55,10 @@
  * nothing, and with nothing holding new DIO off, a process whose other
  * threads keep reads in flight (io_uring at QD > 1) might never be seen
  * idle: its fork would wait as long as the stream lasts.  A wait that
- * times out (drain_timeout_ms) lets the restarted fork go ahead (a pass,
- * see policy_wait.c).  The legacy fs/direct-io.c path (vfat) takes its
- * pages elsewhere and is not held off.
+ * times out (drain_timeout_ms) forks all the same (on an IBT kernel the
+ * restarted fork goes ahead with a pass, see policy_wait.c).  The legacy
+ * fs/direct-io.c path (vfat) takes its pages elsewhere and is not held
+ * off.
  */
 #include <linux/errno.h>
 #include <linux/hash.h>
