@@ -67,6 +67,24 @@ static inline bool diofork_mm_wp_seq_changed(struct mm_struct *mm,
 	return (seq & 1) || read_seqcount_retry(&mm->write_protect_seq, seq);
 }
 
+/*
+ * Does a writer hold @mm's mmap lock: a fork() copying it (dup_mmap() holds
+ * it from before the first page table to the last), or mmap(), munmap(),
+ * mprotect()?  Bit 0 of the rwsem's count, RWSEM_WRITER_LOCKED: public in
+ * 6.12's <linux/rwsem.h>, the same bit private to 6.1's kernel/locking/rwsem.c.
+ * Not a lock: a look, which the caller orders itself.
+ */
+#ifdef CONFIG_PREEMPT_RT
+#error "diofork reads the mmap lock's count, which PREEMPT_RT's rwsem has not"
+#endif
+#ifndef RWSEM_WRITER_LOCKED
+#define RWSEM_WRITER_LOCKED	BIT(0)
+#endif
+static inline bool diofork_mm_write_locked(struct mm_struct *mm)
+{
+	return atomic_long_read(&mm->mmap_lock.count) & RWSEM_WRITER_LOCKED;
+}
+
 /* Send an ftrace IPMODIFY handler's caller to @ip instead. */
 static inline void diofork_ftrace_set_ip(struct ftrace_regs *fregs,
 					 unsigned long ip)

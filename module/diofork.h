@@ -66,8 +66,8 @@ struct diofork_policy {
 	/*
 	 * A tracked read whose lookup a fork overlapped and shared a page of
 	 * is looked up again (getpages.c): pin and lock, whose protection
-	 * starts at the record.  With @pins the record pins its pages
-	 * (policy_pin.c).
+	 * starts at the record.  With @pins the record pins its pages once a
+	 * fork of its mm may share them (policy_pin.c).
 	 */
 	bool redo_shared;
 	bool pins;
@@ -246,7 +246,8 @@ struct diofork_io {
 	struct task_struct *task;	/* submitter, identity only */
 	struct page **pinned;		/* our pins (pin mode), or NULL */
 	unsigned int nr_pinned;
-	unsigned int room_pinned;	/* pointers after pages[], for pinned */
+	/* pointers after pages[] for pins not taken yet; 0 once taken */
+	unsigned int room_pinned;
 	unsigned int flags;
 	unsigned int nr_pages;
 	struct diofork_page_ref pages[];
@@ -264,13 +265,21 @@ struct diofork_io *diofork_track_bio_pin(const struct bio *bio,
 					 unsigned int first_vec,
 					 bool kernel_pinned,
 					 unsigned long wp_seq);
-struct diofork_io *diofork_track_bio_big(const struct bio *bio,
-					 unsigned int first_vec,
-					 bool kernel_pinned,
-					 unsigned long wp_seq, bool pin,
-					 struct diofork_io *prealloc);
+/* When a record pins its pages (policy_pin.c says why). */
+enum diofork_pin_at {
+	DIOFORK_PIN_NEVER,	/* observe, lock, drain */
+	DIOFORK_PIN_AT_FORK,	/* pin: once a fork of its mm may share them */
+	DIOFORK_PIN_AT_ONCE,	/* lock's lookups done again, from the fourth */
+};
+
+struct diofork_io *diofork_track_bio_as(const struct bio *bio,
+					unsigned int first_vec,
+					bool kernel_pinned, unsigned long wp_seq,
+					enum diofork_pin_at pin_at,
+					struct diofork_io *prealloc);
 size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
-			  bool kernel_pinned, bool pin);
+			  bool kernel_pinned, enum diofork_pin_at pin_at);
+void diofork_track_pin_mm(struct mm_struct *mm);
 
 /* Why a record leaves the table (diofork_io_retire()). */
 enum diofork_retire {
@@ -313,6 +322,7 @@ enum diofork_hook_id {
 	DIOFORK_HOOK_DIO_LEGACY,	/* submit_bio, legacy fs/direct-io.c */
 	DIOFORK_HOOK_FORK,		/* kernel_clone */
 	DIOFORK_HOOK_COW,		/* do_wp_page */
+	DIOFORK_HOOK_FORK_COPY,		/* uprobe_dup_mmap, in dup_mmap() */
 	DIOFORK_NR_HOOKS,
 };
 

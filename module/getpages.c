@@ -63,10 +63,11 @@ static __always_inline bool diofork_gp_big(const struct bio *bio)
  * otherwise, or if memory is short (the record then tries GFP_ATOMIC).
  */
 static struct diofork_io *diofork_gp_prealloc(struct bio *bio,
-					      unsigned short vcnt, bool pins)
+					      unsigned short vcnt,
+					      enum diofork_pin_at pin_at)
 {
 	size_t size = diofork_track_size(bio, vcnt,
-					 diofork_bio_kernel_pinned(bio), pins);
+					 diofork_bio_kernel_pinned(bio), pin_at);
 
 	if (size <= DIOFORK_CACHE_SIZE)
 		return NULL;
@@ -81,17 +82,17 @@ static void diofork_gp_prealloc_put(struct diofork_io *pre,
 		kvfree(pre);
 }
 
-/* Record a big bio (diofork_gp_big()); with @pins, pin its pages too. */
+/* Record a big bio (diofork_gp_big()), to pin its pages as @pin_at says. */
 static noinline struct diofork_io *
 diofork_gp_track_big(struct bio *bio, unsigned short vcnt, unsigned long seq,
-		     bool pins)
+		     enum diofork_pin_at pin_at)
 {
-	struct diofork_io *pre = diofork_gp_prealloc(bio, vcnt, pins);
+	struct diofork_io *pre = diofork_gp_prealloc(bio, vcnt, pin_at);
 	bool kernel_pinned = diofork_bio_kernel_pinned(bio);
 	struct diofork_io *io;
 
 	preempt_disable();
-	io = diofork_track_bio_big(bio, vcnt, kernel_pinned, seq, pins, pre);
+	io = diofork_track_bio_as(bio, vcnt, kernel_pinned, seq, pin_at, pre);
 	preempt_enable();
 	diofork_gp_prealloc_put(pre, io);
 	return io;
@@ -138,12 +139,12 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 	ret = READ_ONCE(diofork_gp_call)(bio, iter);
 
 	if (!ret && bio->bi_vcnt > d.vcnt && diofork_gp_big(bio))
-		pre = diofork_gp_prealloc(bio, d.vcnt, false);
+		pre = diofork_gp_prealloc(bio, d.vcnt, DIOFORK_PIN_NEVER);
 	preempt_disable();
 	if (!ret && bio->bi_vcnt > d.vcnt)
-		io = pre ? diofork_track_bio_big(bio, d.vcnt,
-						 diofork_bio_kernel_pinned(bio),
-						 d.seq, false, pre) :
+		io = pre ? diofork_track_bio_as(bio, d.vcnt,
+						diofork_bio_kernel_pinned(bio),
+						d.seq, DIOFORK_PIN_NEVER, pre) :
 			   diofork_track_bio(bio, d.vcnt,
 					     diofork_bio_kernel_pinned(bio),
 					     d.seq);
@@ -157,22 +158,27 @@ static noinline int diofork_gp_standin_policy(struct bio *bio,
 
 /* Lookups of one DIO before we give up on forks that keep sharing its pages. */
 #define DIOFORK_REDO_LOOKUPS	8
-/* From this lookup on, lock's record pins its pages too, as pin's does. */
+/* From this lookup on, lock's record pins its pages at once. */
 #define DIOFORK_REDO_PIN_FROM	4
 
-/* Record the pages of bvecs [vcnt, bi_vcnt); with @pins, pin them too. */
+/* Record the pages of bvecs [vcnt, bi_vcnt), to pin as @pin_at says. */
 static __always_inline struct diofork_io *
 diofork_gp_track(struct bio *bio, unsigned short vcnt,
-		 unsigned long seq, bool pins)
+		 unsigned long seq, enum diofork_pin_at pin_at)
 {
 	bool kernel_pinned = diofork_bio_kernel_pinned(bio);
 	struct diofork_io *io;
 
 	if (diofork_gp_big(bio))
-		return diofork_gp_track_big(bio, vcnt, seq, pins);
+		return diofork_gp_track_big(bio, vcnt, seq, pin_at);
 	preempt_disable();
-	io = pins ? diofork_track_bio_pin(bio, vcnt, kernel_pinned, seq) :
-		    diofork_track_bio(bio, vcnt, kernel_pinned, seq);
+	if (pin_at == DIOFORK_PIN_AT_FORK)
+		io = diofork_track_bio_pin(bio, vcnt, kernel_pinned, seq);
+	else if (pin_at == DIOFORK_PIN_NEVER)
+		io = diofork_track_bio(bio, vcnt, kernel_pinned, seq);
+	else
+		io = diofork_track_bio_as(bio, vcnt, kernel_pinned, seq,
+					  pin_at, NULL);
 	preempt_enable();
 	return io;
 }
@@ -192,22 +198,22 @@ static bool diofork_gp_raced(const struct diofork_io *io)
  * PTE is write-protected by now, so the lookup breaks COW and takes the
  * parent's own page.  lock's record is only found by a COW fault: under
  * forks back to back, each lookup can be shared before its record is made.
- * From DIOFORK_REDO_PIN_FROM on the record pins its pages, as pin's does,
- * so that a fork copies them instead; the pins go with the record.  Only a
+ * From DIOFORK_REDO_PIN_FROM on lock's record pins its pages at once, so
+ * that a fork copies them instead; the pins go with the record.  Only a
  * bio that was empty at entry (every 6.1 caller's) can be rewound;
  * otherwise, or after DIOFORK_REDO_LOOKUPS lookups, the DIO goes on exposed
  * and lookups_not_redone counts it.
  */
 static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 				    struct diofork_io *io, unsigned short vcnt,
-				    bool pins)
+				    enum diofork_pin_at pin_at)
 {
 	unsigned int lookups = 1;
 	unsigned long seq;
 	size_t taken;
 	int ret;
 
-	while (!diofork_io_settled(io, pins)) {
+	while (!diofork_io_settled(io, pin_at != DIOFORK_PIN_NEVER)) {
 		if (vcnt || lookups == DIOFORK_REDO_LOOKUPS) {
 			diofork_stat_inc(DIOFORK_STAT_LOOKUPS_NOT_REDONE);
 			break;
@@ -224,12 +230,13 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 		iov_iter_revert(iter, taken);
 
 		ret = READ_ONCE(diofork_gp_call)(bio, iter);
-		if (++lookups == DIOFORK_REDO_PIN_FROM)
-			pins = true;
+		if (++lookups == DIOFORK_REDO_PIN_FROM &&
+		    pin_at == DIOFORK_PIN_NEVER)
+			pin_at = DIOFORK_PIN_AT_ONCE;
 		if (ret || !bio->bi_vcnt)
 			return ret;
-		io = diofork_gp_track(bio, 0, seq, pins);
-		if (unlikely(!io && pins))
+		io = diofork_gp_track(bio, 0, seq, pin_at);
+		if (unlikely(!io && pin_at != DIOFORK_PIN_NEVER))
 			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 		if (!diofork_gp_raced(io))
 			break;
@@ -246,6 +253,8 @@ static noinline int diofork_gp_redo(struct bio *bio, struct iov_iter *iter,
 static __always_inline int
 diofork_gp_standin_redo(struct bio *bio, struct iov_iter *iter, bool pins)
 {
+	enum diofork_pin_at pin_at = pins ? DIOFORK_PIN_AT_FORK :
+					    DIOFORK_PIN_NEVER;
 	unsigned short vcnt = bio->bi_vcnt;
 	unsigned long seq = diofork_mm_wp_seq(current->mm);
 	struct diofork_io *io;
@@ -257,11 +266,11 @@ diofork_gp_standin_redo(struct bio *bio, struct iov_iter *iter, bool pins)
 
 	if (ret || bio->bi_vcnt <= vcnt)
 		return ret;
-	io = diofork_gp_track(bio, vcnt, seq, pins);
+	io = diofork_gp_track(bio, vcnt, seq, pin_at);
 	if (unlikely(!io && pins))
 		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 	if (unlikely(diofork_gp_raced(io)))
-		ret = diofork_gp_redo(bio, iter, io, vcnt, pins);
+		ret = diofork_gp_redo(bio, iter, io, vcnt, pin_at);
 	return ret;
 }
 
@@ -299,7 +308,8 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 
 	if (pol && !ret && bio->bi_vcnt > vcnt) {
 		if (diofork_gp_big(bio)) {
-			diofork_gp_track_big(bio, vcnt, seq, false);
+			diofork_gp_track_big(bio, vcnt, seq,
+					     DIOFORK_PIN_NEVER);
 		} else {
 			preempt_disable();
 			diofork_track_bio(bio, vcnt,

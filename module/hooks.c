@@ -149,6 +149,30 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 	return 0;
 }
 
+/* ---- fork copies: uprobe_dup_mmap(oldmm, mm) -------------------------- */
+
+/*
+ * dup_mmap() calls it once it holds the parent's mmap lock for writing and
+ * before it copies the first page table: the last point before the fork
+ * shares a page.  pin's records wait for it to take their pins (track.c).
+ * Not a kprobe: fork is hot too, and this only reads its argument.  It
+ * asks no policy: a read recorded in pin mode keeps its protection until
+ * it completes, whatever the mode is by then, as its pins did when the
+ * record took them at once.
+ */
+static void notrace diofork_fork_copy_ftrace(unsigned long ip,
+					     unsigned long parent_ip,
+					     struct ftrace_ops *op,
+					     struct ftrace_regs *fregs)
+{
+	/* an RCU reader; nothing it calls forks (no recursion) */
+	preempt_disable_notrace();
+	if (!diofork_kernel_has_extract_pages)
+		diofork_track_pin_mm((struct mm_struct *)
+				     diofork_fregs_arg(fregs, 0));
+	preempt_enable_notrace();
+}
+
 /* ---- COW: do_wp_page(vmf), called with the PTE lock held --------------- */
 
 static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
@@ -214,6 +238,14 @@ static struct diofork_hook diofork_hooks[DIOFORK_NR_HOOKS] = {
 		       diofork_fork_pre),
 	DIOFORK_KPROBE(DIOFORK_HOOK_COW, "do_wp_page", true,
 		       diofork_cow_pre),
+	[DIOFORK_HOOK_FORK_COPY] = {
+		.symbol = "uprobe_dup_mmap",
+		.required = true,
+		.is_ftrace = true,
+		.ops = {
+			.func = diofork_fork_copy_ftrace,
+		},
+	},
 };
 
 static int diofork_hook_attach(struct diofork_hook *h)

@@ -17,10 +17,11 @@
 #include "compat.h"
 
 /*
- * From diofork_track_bio(), in its region with interrupts off, before it
- * re-reads write_protect_seq: pin the anonymous pages of a new record of
- * the DIO's own task.  The bio is not submitted yet; the references it
- * holds keep the pages.
+ * Pin the anonymous pages of @io, once: from the record itself before it
+ * re-reads write_protect_seq, or from a fork of its mm (track.c,
+ * diofork_track_pin_mm()), with interrupts off, and once the record is
+ * hashed under its bio bucket's lock.  The bio holds its references until
+ * the record is released: the pages stay.
  */
 static __always_inline void diofork_pin_take(struct diofork_io *io)
 {
@@ -29,6 +30,7 @@ static __always_inline void diofork_pin_take(struct diofork_io *io)
 	unsigned int i, n = 0;
 
 	lockdep_assert_irqs_disabled();
+	WRITE_ONCE(io->room_pinned, 0);	/* nothing left to pin later */
 	for (i = 0; i < io->nr_pages; i++) {
 		page = pfn_to_page(io->pages[i].pfn);
 		if (!PageAnon(page)) {

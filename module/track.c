@@ -560,18 +560,37 @@ diofork_io_size(unsigned int nr, unsigned int room_pinned)
 }
 
 /*
- * The size of the record diofork_track_bio() (@pin false) or
- * diofork_track_bio_pin() would make of bvecs [first_vec, bi_vcnt) of
- * @bio, for a caller that allocates it; 0 if it makes none.
+ * The size of the record diofork_track_bio_as() would make of bvecs
+ * [first_vec, bi_vcnt) of @bio, for a caller that allocates it; 0 if it
+ * makes none.
  */
 size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
-			  bool kernel_pinned, bool pin)
+			  bool kernel_pinned, enum diofork_pin_at pin_at)
 {
 	unsigned int nr = diofork_bio_nr_pages(bio, first_vec);
 
 	if (!nr)
 		return 0;
-	return diofork_io_size(nr, pin && !kernel_pinned ? nr : 0);
+	return diofork_io_size(nr, pin_at && !kernel_pinned ? nr : 0);
+}
+
+/*
+ * Pin @io's pages now, unless it has no room left (pinned already, or never
+ * to be).  The record is hashed: its bio bucket's lock orders us against
+ * diofork_track_pin_mm() and the release, which unhashes the record under
+ * that lock before it drops the pins it finds.
+ */
+static void diofork_io_pin_now(struct diofork_io *io)
+{
+	struct diofork_bucket *b = diofork_bio_bucket(io->bio);
+	unsigned long flags;
+
+	local_irq_save(flags);
+	diofork_bucket_lock(b);
+	if (io->room_pinned)
+		diofork_pin_take(io);
+	diofork_bucket_unlock(b);
+	local_irq_restore(flags);
 }
 
 /*
@@ -580,20 +599,32 @@ size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
  * mm->write_protect_seq sampled before the pages were taken: a fork() that
  * overlapped the window may have shared a page before we could see it, and
  * the record says so.
- * With @pin, the record pins its anonymous pages before it re-reads the
- * count (policy_pin.c), in room of its own (diofork_io_pin_room()).
- * Inline in two callers, so that a read pin does not track costs nothing
- * of pin's.
+ *
+ * @pin_at says when the record pins its anonymous pages (policy_pin.c), in
+ * room of its own (diofork_io_pin_room()).  DIOFORK_PIN_AT_ONCE: now.
+ * DIOFORK_PIN_AT_FORK: once a fork of the mm may share them.  A fork pins
+ * the records it finds once it holds the mm's mmap lock for writing and
+ * before it copies a page table (diofork_track_pin_mm()); a record that
+ * finds the lock held for writing, or write_protect_seq moved, pins itself.
+ * The record is hashed before that look, a full barrier between, and the
+ * fork takes the lock before it looks at the table, a full barrier
+ * between: one of them sees the other.  Pinned, the record re-reads
+ * write_protect_seq, as GUP-fast re-reads it after taking its pins.
+ *
+ * Inline in the callers below, so that a read that pins nothing costs
+ * nothing of the pins.
  */
 static __always_inline struct diofork_io *
 __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
-		    bool kernel_pinned, unsigned long wp_seq, const bool pin,
+		    bool kernel_pinned, unsigned long wp_seq,
+		    const enum diofork_pin_at pin_at,
 		    struct diofork_io *prealloc)
 {
 	struct diofork_bucket *b;
 	struct diofork_io *io;
 	unsigned long flags;
 	unsigned int nr, room_pinned = 0;
+	bool raced;
 
 	b = first_vec ? NULL : diofork_bio_hashed(bio);
 	if (b && diofork_unhash_bio(bio, b, DIOFORK_RETIRE_RELEASED))
@@ -603,7 +634,7 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	if (!nr)
 		return NULL;
 	/* a kernel that pins DIO itself has pinned these (pin is passive) */
-	if (pin && !kernel_pinned)
+	if (pin_at != DIOFORK_PIN_NEVER && !kernel_pinned)
 		room_pinned = nr;
 	/* one region with interrupts off: allocation, hashing, pinning */
 	local_irq_save(flags);
@@ -643,17 +674,24 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	diofork_bucket_lock(b);
 	hlist_add_head_rcu(&io->bio_node, &b->head);
 	diofork_bucket_unlock(b);
-	if (room_pinned)
+	if (pin_at == DIOFORK_PIN_AT_ONCE && room_pinned)
 		diofork_pin_take(io);
 	local_irq_restore(flags);
 	/*
-	 * Hashed and pinned before we re-read write_protect_seq, as GUP-fast
-	 * re-reads it after taking its pins.  The bio is not submitted yet:
-	 * nobody can release it under us.
+	 * Hashed (and pinned) before we look at the mm.  The bio is not
+	 * submitted yet: nobody can release it under us.
 	 */
 	smp_mb();
-	if (wp_seq != DIOFORK_WP_SEQ_NONE &&
-	    diofork_mm_wp_seq_changed(io->mm, (unsigned int)wp_seq)) {
+	raced = wp_seq != DIOFORK_WP_SEQ_NONE &&
+		diofork_mm_wp_seq_changed(io->mm, (unsigned int)wp_seq);
+	if (pin_at == DIOFORK_PIN_AT_FORK && room_pinned &&
+	    unlikely(raced || diofork_mm_write_locked(io->mm))) {
+		diofork_io_pin_now(io);
+		smp_mb();	/* pinned before we re-read write_protect_seq */
+		raced = wp_seq != DIOFORK_WP_SEQ_NONE &&
+			diofork_mm_wp_seq_changed(io->mm, (unsigned int)wp_seq);
+	}
+	if (raced) {
 		WRITE_ONCE(io->flags, io->flags | DIOFORK_IO_FORK_RACED);
 		diofork_stat_inc(DIOFORK_STAT_TRACK_FORK_RACED);
 		if (!kernel_pinned && diofork_io_shared(io)) {
@@ -665,42 +703,94 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	return io;
 }
 
+/* observe, lock, drain, and the legacy submit: no pins. */
 struct diofork_io *notrace diofork_track_bio(const struct bio *bio,
 					     unsigned int first_vec,
 					     bool kernel_pinned,
 					     unsigned long wp_seq)
 {
 	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
-				   false, NULL);
+				   DIOFORK_PIN_NEVER, NULL);
 }
 
-/* The same, for pin: the record pins its pages. */
+/* pin: the record pins its pages once a fork may share them. */
 struct diofork_io *notrace diofork_track_bio_pin(const struct bio *bio,
 						 unsigned int first_vec,
 						 bool kernel_pinned,
 						 unsigned long wp_seq)
 {
 	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
-				   true, NULL);
+				   DIOFORK_PIN_AT_FORK, NULL);
 }
 
 /*
- * Either of them, for a big bio: @prealloc is NULL, or a record of
- * diofork_track_size() bytes from the caller's kvmalloc(), which becomes
- * the record (returned) unless the bio has no page to record (NULL: the
- * caller frees it).  Apart, so that the others test no @prealloc.
+ * Any of them, off the 4 KiB path: a big bio, or a lookup done again.
+ * @prealloc is NULL, or a record of diofork_track_size() bytes from the
+ * caller's kvmalloc(), which becomes the record (returned) unless the bio
+ * has no page to record (NULL: the caller frees it).  Apart, so that the
+ * others test no @prealloc.
  */
-struct diofork_io *notrace diofork_track_bio_big(const struct bio *bio,
-						 unsigned int first_vec,
-						 bool kernel_pinned,
-						 unsigned long wp_seq, bool pin,
-						 struct diofork_io *prealloc)
+struct diofork_io *notrace diofork_track_bio_as(const struct bio *bio,
+						unsigned int first_vec,
+						bool kernel_pinned,
+						unsigned long wp_seq,
+						enum diofork_pin_at pin_at,
+						struct diofork_io *prealloc)
 {
-	if (pin)
+	switch (pin_at) {
+	case DIOFORK_PIN_AT_FORK:
 		return __diofork_track_bio(bio, first_vec, kernel_pinned,
-					   wp_seq, true, prealloc);
-	return __diofork_track_bio(bio, first_vec, kernel_pinned, wp_seq,
-				   false, prealloc);
+					   wp_seq, DIOFORK_PIN_AT_FORK,
+					   prealloc);
+	case DIOFORK_PIN_AT_ONCE:
+		return __diofork_track_bio(bio, first_vec, kernel_pinned,
+					   wp_seq, DIOFORK_PIN_AT_ONCE,
+					   prealloc);
+	default:
+		return __diofork_track_bio(bio, first_vec, kernel_pinned,
+					   wp_seq, DIOFORK_PIN_NEVER, prealloc);
+	}
+}
+
+/*
+ * A fork of @mm holds its mmap lock for writing and has copied no page
+ * table yet (hooks.c): pin the pages of every record of @mm that waits
+ * for a fork to pin them (DIOFORK_PIN_AT_FORK, __diofork_track_bio()).
+ * Only where the kernel does not pin DIO itself (their records have no
+ * room).  Preemption is disabled.  A walk of the table, for a fork of a
+ * process with DIO in flight; the others read one counter.
+ */
+void diofork_track_pin_mm(struct mm_struct *mm)
+{
+	struct diofork_bucket *b;
+	struct diofork_io *io;
+	unsigned long flags;
+	unsigned int i;
+	bool wanted;
+
+	/* the fork's lock before our look: pairs with the record's barrier */
+	smp_mb();
+	if (!atomic_read(diofork_mm_count(mm)))
+		return;
+	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS); i++) {
+		b = &diofork_bio_hash[i];
+		wanted = false;
+		hlist_for_each_entry_rcu(io, &b->head, bio_node) {
+			if (io->mm == mm && READ_ONCE(io->room_pinned)) {
+				wanted = true;
+				break;
+			}
+		}
+		if (!wanted)
+			continue;
+		local_irq_save(flags);
+		diofork_bucket_lock(b);
+		hlist_for_each_entry(io, &b->head, bio_node)
+			if (io->mm == mm && io->room_pinned)
+				diofork_pin_take(io);
+		diofork_bucket_unlock(b);
+		local_irq_restore(flags);
+	}
 }
 
 int diofork_track_init(void)

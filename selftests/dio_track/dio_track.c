@@ -34,10 +34,13 @@
  *  kill.*      a child with 64 libaio reads in flight is SIGKILLed, 100
  *              times (or 60 s), in observe and in pin mode; then gauges 0,
  *              records made == records retired, track_stale unchanged,
- *              pins balanced.
- *  rmmod.*     rmmod diofork while 64 libaio reads stay in flight, then
- *              insmod $DIOFORK_KO again: no hang, debugfs back, mode off,
- *              pins balanced.  Runs last: it reloads the module.
+ *              pins balanced.  The child forks with its reads in flight
+ *              (pin pins them then): in pin mode, where the kernel does
+ *              not pin DIO, pins must have been taken.
+ *  rmmod.*     rmmod diofork while 64 libaio reads stay in flight (and
+ *              the child forks, as in kill), then insmod $DIOFORK_KO again:
+ *              no hang, debugfs back, mode off, pins taken (pin mode, as in
+ *              kill) and balanced.  Runs last: it reloads the module.
  *
  * The suite boots with mode off; every test sets the mode it needs and puts
  * "off" back.  SKIP (4) when the module is not loaded.
@@ -846,13 +849,48 @@ struct loader {			/* MAP_SHARED between test and I/O child */
 	volatile int started;	/* LOAD_QD reads submitted */
 	volatile int stop;
 	volatile unsigned long ios;
+	volatile unsigned long forks;
 	volatile int err;	/* positive errno */
+	volatile int forker_stop;
 };
+
+/*
+ * A thread of the loader forks children that exit at once, every
+ * LOAD_FORK_US, while the main thread keeps its reads in flight: pin mode
+ * takes its pins when a fork may share the pages (at the fork, or in the
+ * records made while one runs), so without forks the tests below would see
+ * no pin to balance.  A fork from the I/O thread itself found no read in
+ * flight by the time it copied the mm in some runs: they complete in
+ * 100 us.
+ */
+#define LOAD_FORK_US	2000
+
+static void *loader_forker(void *arg)
+{
+	struct loader *ld = arg;
+	pid_t pid;
+
+	while (!ld->forker_stop) {
+		pid = fork();
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0) {
+			if (!ld->err)
+				ld->err = errno;
+			break;
+		}
+		waitpid(pid, NULL, 0);
+		ld->forks++;
+		usleep(LOAD_FORK_US);
+	}
+	return NULL;
+}
 
 /*
  * Child body: LOAD_QD O_DIRECT 4 KiB reads from DEV0 at base into private
  * anonymous pages, resubmitted as they complete, for `seconds` (bounded by
- * iterations too), then drained.  Exit status 0 or 1.
+ * iterations too), then drained, with loader_forker() forking meanwhile.
+ * Exit status 0 or 1.
  */
 static int loader_main(struct loader *ld, uint64_t base, double seconds)
 {
@@ -864,6 +902,7 @@ static int loader_main(struct loader *ld, uint64_t base, double seconds)
 	io_context_t ctx = 0;
 	int fd, ret, i, inflight;
 	double end = df_now() + seconds;
+	pthread_t forker;
 
 	fd = df_blkdev_open(df_dev_path(0), NULL, NULL);
 	if (fd < 0) {
@@ -888,6 +927,11 @@ static int loader_main(struct loader *ld, uint64_t base, double seconds)
 		return 1;
 	}
 	inflight = LOAD_QD;
+	ret = pthread_create(&forker, NULL, loader_forker, ld);
+	if (ret) {
+		ld->err = ret;
+		return 1;
+	}
 	ld->started = 1;
 	for (iter = 0; inflight && iter < 10000000UL; iter++) {
 		bool more = !ld->stop && df_now() < end;
@@ -915,6 +959,8 @@ static int loader_main(struct loader *ld, uint64_t base, double seconds)
 			inflight++;
 		}
 	}
+	ld->forker_stop = 1;
+	pthread_join(forker, NULL);
 	io_destroy(ctx);
 	return ld->err ? 1 : 0;
 }
@@ -1354,7 +1400,7 @@ FIXTURE_TEARDOWN(kill)
 TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 {
 	unsigned long max_iter = df_env_ulong("DIOFORK_TRACK_KILLS", 100), it;
-	unsigned long not_started = 0, early_exit = 0, ios = 0;
+	unsigned long not_started = 0, early_exit = 0, ios = 0, forks = 0;
 	uint64_t rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
 	struct df_stats s0, s1;
 	long long acq, rel, pinned, unpinned;
@@ -1387,14 +1433,15 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 				       self->ld->err);
 		}
 		ios += self->ld->ios;
+		forks += self->ld->forks;
 	}
 	idle = df_wait_idle(&s1, IDLE_TIMEOUT_S);
 	pinned = df_stats_delta(&s0, &s1, "pin_pages_pinned");
 	unpinned = df_stats_delta(&s0, &s1, "pin_pages_unpinned");
 	ksft_print_msg("mode %s: %lu SIGKILLs in %.1f s ",
 		       kmode, it, df_now() - t0);
-	printf("(%lu I/Os reaped before the kill, slowest reap %.3f s); ",
-	       ios, peak_wait);
+	printf("(%lu I/Os reaped and %lu forks before the kill, slowest reap %.3f s); ",
+	       ios, forks, peak_wait);
 	printf("reads submitted %+lld completed %+lld; ",
 	       df_stats_delta(&s0, &s1, "dio_submitted_read"),
 	       df_stats_delta(&s0, &s1, "dio_completed_read"));
@@ -1422,6 +1469,10 @@ TEST_F_TIMEOUT(kill, sigkill_inflight, 150)
 		TH_LOG("track_stale %+lld: __bio_release_pages() of tracked bios missed",
 		       df_stats_delta(&s0, &s1, "track_stale"));
 	EXPECT_EQ(pinned, unpinned) TH_LOG("pin_pages_pinned != pin_pages_unpinned");
+	/* the loader forks with its reads in flight: pin must have pinned */
+	if (!strcmp(kmode, "pin") && !df_kernel_pins_dio())
+		EXPECT_LT(0, pinned) TH_LOG("pin took no pin in %lu forks with reads in flight",
+					    forks);
 	EXPECT_TRUE(pins_balanced(&acq, &rel, PIN_TIMEOUT_S))
 		TH_LOG("nr_foll_pin_acquired %lld != nr_foll_pin_released %lld",
 		       acq, rel);
@@ -1490,20 +1541,29 @@ TEST_F_TIMEOUT(rmmod, inflight, 150)
 	char mode[DF_MODE_NAME_MAX] = "", path[128], kmode[64] = "";
 	int rm, ins = -1, status, ret, idle;
 	unsigned int i;
-	bool unloaded;
+	bool unloaded, want_pins;
 
 	ASSERT_EQ(0, df_stats_read(&s0));
 	self->pid = loader_start(self->ld, RAW_KILL_BASE, 2.5);
 	ASSERT_LT(0, self->pid);
 	ASSERT_TRUE(loader_wait_started(self->ld, self->pid, 5))
 		TH_LOG("reads never in flight (err %d)", self->ld->err);
-	/* until the module has records in flight (bounded) */
+	/*
+	 * until the module has records in flight (bounded), and in pin mode
+	 * has pinned some at the loader's forks
+	 */
+	want_pins = !strcmp(variant->mode, "pin") && !df_kernel_pins_dio();
 	for (i = 0; i < 200; i++) {
 		ASSERT_EQ(0, df_stats_read(&s1));
-		if (df_stats_val(&s1, "dio_inflight") && self->ld->ios >= LOAD_QD)
+		if (df_stats_val(&s1, "dio_inflight") && self->ld->ios >= LOAD_QD &&
+		    (!want_pins || df_stats_delta(&s0, &s1, "pin_pages_pinned") > 0))
 			break;
 		usleep(10000);
 	}
+	if (want_pins)
+		EXPECT_LT(0, df_stats_delta(&s0, &s1, "pin_pages_pinned"))
+			TH_LOG("pin took no pin in %lu forks with reads in flight",
+			       self->ld->forks);
 	ksft_print_msg("mode %s, %u reads in flight (dio_inflight=%llu), %lu done: rmmod diofork\n",
 		       variant->mode, LOAD_QD, df_stats_val(&s1, "dio_inflight"),
 		       self->ld->ios);
