@@ -1025,7 +1025,6 @@ static int wv_start(FIXTURE_DATA(waiter) *self, enum wv_kind kind)
 {
 	struct wv *v = self->v;
 	double end;
-	int status;
 
 	memset((void *)v, 0, sizeof(*v));
 	fflush(stdout);
@@ -1041,14 +1040,21 @@ static int wv_start(FIXTURE_DATA(waiter) *self, enum wv_kind kind)
 		      wv_writer(v, self->dev, kind == WV_UNSHARE));
 	}
 	for (end = df_now() + 10; v->phase < WV_WRITING; usleep(1000)) {
+		siginfo_t si = { 0 };
+
 		if (df_now() > end)
 			return -1;
-		if (waitpid(self->w_pid, &status, WNOHANG) == self->w_pid) {
-			self->w_pid = -1;
-			return -1;
-		}
+		/*
+		 * W exited?  Not reaped (WNOWAIT): the tests wait for its
+		 * status.  Where the write does not fault (the kernel pins DIO,
+		 * or observe), W may write and exit between our two looks, so
+		 * the phase decides, not the exit.
+		 */
+		if (!waitid(P_PID, self->w_pid, &si, WEXITED | WNOHANG | WNOWAIT) &&
+		    si.si_pid == self->w_pid)
+			break;
 	}
-	return v->phase == WV_FAILED ? -1 : 0;
+	return v->phase < WV_WRITING || v->phase == WV_FAILED ? -1 : 0;
 }
 
 static const char *const wv_phases[] = {
