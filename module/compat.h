@@ -72,11 +72,16 @@ static inline bool diofork_mm_wp_seq_changed(struct mm_struct *mm,
  * it from before the first page table to the last), or mmap(), munmap(),
  * mprotect()?  Bit 0 of the rwsem's count, RWSEM_WRITER_LOCKED: public in
  * 6.12's <linux/rwsem.h>, the same bit private to 6.1's kernel/locking/rwsem.c.
- * Not a lock: a look, which the caller orders itself.
+ * Not a lock: a look, which the caller orders itself.  PREEMPT_RT's rwsem
+ * has no such count: there the answer is yes, and every record of pin
+ * pins at once.
  */
 #ifdef CONFIG_PREEMPT_RT
-#error "diofork reads the mmap lock's count, which PREEMPT_RT's rwsem has not"
-#endif
+static inline bool diofork_mm_write_locked(struct mm_struct *mm)
+{
+	return true;
+}
+#else
 #ifndef RWSEM_WRITER_LOCKED
 #define RWSEM_WRITER_LOCKED	BIT(0)
 #endif
@@ -84,6 +89,7 @@ static inline bool diofork_mm_write_locked(struct mm_struct *mm)
 {
 	return atomic_long_read(&mm->mmap_lock.count) & RWSEM_WRITER_LOCKED;
 }
+#endif
 
 /* Send an ftrace IPMODIFY handler's caller to @ip instead. */
 static inline void diofork_ftrace_set_ip(struct ftrace_regs *fregs,
