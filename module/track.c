@@ -673,9 +673,10 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	b = diofork_bio_bucket(bio);
 	diofork_bucket_lock(b);
 	hlist_add_head_rcu(&io->bio_node, &b->head);
-	diofork_bucket_unlock(b);
+	/* under the lock a fork's diofork_track_pin_mm() takes: pinned once */
 	if (pin_at == DIOFORK_PIN_AT_ONCE && room_pinned)
 		diofork_pin_take(io);
+	diofork_bucket_unlock(b);
 	local_irq_restore(flags);
 	/*
 	 * Hashed (and pinned) before we look at the mm.  The bio is not
