@@ -267,7 +267,7 @@ diofork_gp_standin_redo(struct bio *bio, struct iov_iter *iter, bool pins)
 	if (ret || bio->bi_vcnt <= vcnt)
 		return ret;
 	io = diofork_gp_track(bio, vcnt, seq, pin_at);
-	if (unlikely(!io && pins))
+	if (unlikely(!io && pin_at != DIOFORK_PIN_NEVER))
 		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
 	if (unlikely(diofork_gp_raced(io)))
 		ret = diofork_gp_redo(bio, iter, io, vcnt, pin_at);

@@ -571,7 +571,8 @@ size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
 
 	if (!nr)
 		return 0;
-	return diofork_io_size(nr, pin_at && !kernel_pinned ? nr : 0);
+	return diofork_io_size(nr, pin_at != DIOFORK_PIN_NEVER &&
+				       !kernel_pinned ? nr : 0);
 }
 
 /*
