@@ -223,7 +223,7 @@ enum diofork_io_flags {
 	DIOFORK_IO_FORK_SHARED	= 1U << 3,	/* ... and shared a page of ours */
 };
 
-/* One page a tracked DIO targets, hashed by pfn. */
+/* One page a tracked DIO targets; hashed by pfn once a fork may share it. */
 struct diofork_page_ref {
 	struct hlist_node node;
 	unsigned long pfn;
@@ -248,7 +248,9 @@ struct diofork_io {
 	unsigned int nr_pinned;
 	/* pointers after pages[] for pins not taken yet; 0 once taken */
 	unsigned int room_pinned;
-	unsigned int flags;
+	unsigned short flags;		/* enum diofork_io_flags */
+	/* pages[] hashed by pfn: once a fork of the mm may share them */
+	bool indexed;
 	unsigned int nr_pages;
 	struct diofork_page_ref pages[];
 };
@@ -279,7 +281,7 @@ struct diofork_io *diofork_track_bio_as(const struct bio *bio,
 					struct diofork_io *prealloc);
 size_t diofork_track_size(const struct bio *bio, unsigned int first_vec,
 			  bool kernel_pinned, enum diofork_pin_at pin_at);
-void diofork_track_pin_mm(struct mm_struct *mm);
+void diofork_track_fork_mm(struct mm_struct *mm);
 
 /* Why a record leaves the table (diofork_io_retire()). */
 enum diofork_retire {
@@ -326,9 +328,11 @@ enum diofork_hook_id {
 	DIOFORK_NR_HOOKS,
 };
 
+/* what records need: made, released, indexed at fork (track.c) */
 #define DIOFORK_HOOKS_TRACK	(BIT(DIOFORK_HOOK_DIO_GET_PAGES) |	\
 				 BIT(DIOFORK_HOOK_DIO_RELEASE) |	\
-				 BIT(DIOFORK_HOOK_DIO_LEGACY))
+				 BIT(DIOFORK_HOOK_DIO_LEGACY) |		\
+				 BIT(DIOFORK_HOOK_FORK_COPY))
 
 int diofork_hooks_init(void);
 unsigned long diofork_symbol_addr(const char *name);

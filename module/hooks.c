@@ -154,11 +154,11 @@ static int diofork_fork_pre(struct kprobe *p, struct pt_regs *regs)
 /*
  * dup_mmap() calls it once it holds the parent's mmap lock for writing and
  * before it copies the first page table: the last point before the fork
- * shares a page.  pin's records wait for it to take their pins (track.c).
- * Not a kprobe: fork is hot too, and this only reads its argument.  It
- * asks no policy: a read recorded in pin mode keeps its protection until
- * it completes, whatever the mode is by then, as its pins did when the
- * record took them at once.
+ * shares a page.  Records wait for it to be indexed by pfn, and pin's to
+ * take their pins (track.c).  Not a kprobe: fork is hot too, and this only
+ * reads its argument.  It asks no policy: a record keeps what its mode
+ * gave it until its read completes, whatever the mode is by then (a read
+ * recorded in pin mode, its protection).
  */
 static void notrace diofork_fork_copy_ftrace(unsigned long ip,
 					     unsigned long parent_ip,
@@ -167,9 +167,7 @@ static void notrace diofork_fork_copy_ftrace(unsigned long ip,
 {
 	/* an RCU reader; nothing it calls forks (no recursion) */
 	preempt_disable_notrace();
-	if (!diofork_kernel_has_extract_pages)
-		diofork_track_pin_mm((struct mm_struct *)
-				     diofork_fregs_arg(fregs, 0));
+	diofork_track_fork_mm((struct mm_struct *)diofork_fregs_arg(fregs, 0));
 	preempt_enable_notrace();
 }
 

@@ -19,7 +19,7 @@
 /*
  * Pin the anonymous pages of @io, once: from the record itself before it
  * re-reads write_protect_seq, or from a fork of its mm (track.c,
- * diofork_track_pin_mm()), with interrupts off, and once the record is
+ * diofork_track_fork_mm()), with interrupts off, and once the record is
  * hashed under its bio bucket's lock.  The bio holds its references until
  * the record is released: the pages stay.
  */

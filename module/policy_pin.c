@@ -82,7 +82,7 @@ static int diofork_pin_enable(void)
 static const struct diofork_policy diofork_pin = {
 	.mode		= DIOFORK_MODE_PIN,
 	.hooks		= DIOFORK_HOOKS_TRACK | BIT(DIOFORK_HOOK_FORK) |
-			  BIT(DIOFORK_HOOK_COW) | BIT(DIOFORK_HOOK_FORK_COPY),
+			  BIT(DIOFORK_HOOK_COW),
 	.redo_shared	= true,
 	.pins		= true,
 	.enable		= diofork_pin_enable,
