@@ -18,22 +18,6 @@
 #include <linux/ftrace.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
-#include <linux/rcupdate.h>
-
-/*
- * call_rcu() for a callback someone waits for: the records' cache refill.
- * Where RCU may hold callbacks back for seconds to save power (6.2+,
- * CONFIG_RCU_LAZY on rcu_nocbs CPUs), the cache would stay empty and every
- * record would go to the allocator meanwhile.
- */
-static inline void diofork_call_rcu(struct rcu_head *head, rcu_callback_t func)
-{
-#ifdef DIOFORK_HAVE_CALL_RCU_HURRY
-	call_rcu_hurry(head, func);
-#else
-	call_rcu(head, func);
-#endif
-}
 
 /* Did the kernel itself pin this bio's pages (FOLL_PIN)? */
 static inline bool diofork_bio_kernel_pinned(struct bio *bio)

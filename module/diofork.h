@@ -87,10 +87,12 @@ struct diofork_policy {
 	unsigned long (*fork)(struct mm_struct *mm, bool dio_inflight);
 	/*
 	 * Write fault on a write-protected PTE whose page has DIO in flight,
-	 * at do_wp_page() entry, under the PTE lock.  May return a stand-in
+	 * of @owner (the faulting mm's own, if it has one there), at
+	 * do_wp_page() entry, under the PTE lock.  May return a stand-in
 	 * with do_wp_page()'s signature and duties (it drops the PTE lock).
 	 */
-	unsigned long (*cow_fault)(struct vm_fault *vmf, struct diofork_io *io);
+	unsigned long (*cow_fault)(struct vm_fault *vmf,
+				   const struct mm_struct *owner);
 };
 
 int diofork_policy_register(const struct diofork_policy *pol);
@@ -131,6 +133,7 @@ enum diofork_stat {
 	DIOFORK_STAT_DIO_SUBMITTED_READ,
 	DIOFORK_STAT_DIO_COMPLETED_READ,
 	DIOFORK_STAT_DIO_PAGES_SUBMITTED,
+	DIOFORK_STAT_DIO_PAGES_COMPLETED,
 	DIOFORK_STAT_DIO_SKIPPED_BVEC,
 	DIOFORK_STAT_DIO_SKIPPED_WRITE,
 	DIOFORK_STAT_DIO_KERNEL_PINNED,
@@ -158,7 +161,7 @@ enum diofork_stat {
 	DIOFORK_STAT_DRAIN_ALLOC_FAILURES,
 	DIOFORK_STAT_DRAIN_DIO_HELD_OFF,
 	DIOFORK_NR_MONOTONIC,
-	/* gauges: never reset, summed across CPUs */
+	/* gauges: never reset, differences of the counters above (stats.c) */
 	DIOFORK_STAT_DIO_INFLIGHT = DIOFORK_NR_MONOTONIC,
 	DIOFORK_STAT_DIO_PAGES_INFLIGHT,
 	DIOFORK_NR_STATS,
@@ -236,7 +239,7 @@ struct diofork_page_ref {
  */
 struct diofork_io {
 	struct hlist_node bio_node;
-	struct rcu_head rcu;
+	struct rcu_head rcu;		/* kvfree_rcu() of a big record */
 	const struct bio *bio;		/* identity only */
 	union {
 		struct diofork_io *next_victim;	/* in diofork_unhash_bio() */
@@ -306,8 +309,8 @@ void diofork_io_cache_exit(void);
 void diofork_track_release(const struct bio *bio);
 void diofork_track_release_redo(const struct bio *bio);
 void diofork_track_forget_all(void);
-struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
-					    const struct mm_struct *mm);
+const struct mm_struct *diofork_track_pfn_owner(unsigned long pfn,
+						const struct mm_struct *mm);
 int diofork_track_wait_event(const struct mm_struct *mm, unsigned long pfn,
 			     long timeout, const bool *stop);
 void diofork_track_wake_all(void);

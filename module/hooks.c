@@ -177,21 +177,21 @@ static int diofork_cow_pre(struct kprobe *p, struct pt_regs *regs)
 {
 	struct vm_fault *vmf = (struct vm_fault *)regs_get_kernel_argument(regs, 0);
 	const struct diofork_policy *pol;
+	const struct mm_struct *owner;
 	unsigned long standin;
-	struct diofork_io *io;
 	pte_t pte = vmf->orig_pte;
 
 	pol = diofork_policy_get();
 	if (!pol || !pte_present(pte))
 		return 0;
-	io = diofork_track_lookup_pfn(pte_pfn(pte), vmf->vma->vm_mm);
-	if (!io)
+	owner = diofork_track_pfn_owner(pte_pfn(pte), vmf->vma->vm_mm);
+	if (!owner)
 		return 0;
-	if (io->mm == vmf->vma->vm_mm)
+	if (owner == vmf->vma->vm_mm)
 		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE);
 	else
 		diofork_stat_inc(DIOFORK_STAT_COW_ON_DIO_PAGE_CHILD);
-	standin = pol->cow_fault ? pol->cow_fault(vmf, io) : 0;
+	standin = pol->cow_fault ? pol->cow_fault(vmf, owner) : 0;
 	if (standin) {
 		instruction_pointer_set(regs, standin);
 		return 1;

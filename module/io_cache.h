@@ -17,7 +17,7 @@
 
 /* A cached record covers this many pages, with room for as many pins. */
 #define DIOFORK_CACHE_PAGES	4
-#define DIOFORK_CACHE_BATCH	256	/* retired records per call_rcu() */
+#define DIOFORK_CACHE_MAX	2048	/* free records kept per CPU */
 
 #define DIOFORK_CACHE_SIZE						\
 	(offsetof(struct diofork_io, pages) +				\
@@ -26,10 +26,8 @@
 
 /* Only its own CPU touches a cache, with interrupts off. */
 struct diofork_io_cache {
-	struct diofork_io *free;	/* past their grace period */
-	struct diofork_io *retired;	/* waiting for one */
+	struct diofork_io *free;
 	unsigned int nr_free;
-	unsigned int nr_retired;
 };
 
 DECLARE_PER_CPU(struct diofork_io_cache, diofork_io_cache);
@@ -58,8 +56,9 @@ static __always_inline struct diofork_io *diofork_io_alloc(size_t size)
 }
 
 /*
- * Free a retired record once no lookup can still see it.  Interrupts are
- * off, as for diofork_io_alloc().
+ * Free a retired record: it is off every list, and every walk of a list
+ * holds its bucket's lock (track.c), so nobody can see it any more.
+ * Interrupts are off, as for diofork_io_alloc().
  */
 static __always_inline void diofork_io_free(struct diofork_io *io)
 {
@@ -67,13 +66,13 @@ static __always_inline void diofork_io_free(struct diofork_io *io)
 
 	lockdep_assert_irqs_disabled();
 	if (unlikely(!(io->flags & DIOFORK_IO_CACHED) ||
-		     c->nr_retired + 1 >= DIOFORK_CACHE_BATCH)) {
+		     c->nr_free >= DIOFORK_CACHE_MAX)) {
 		diofork_io_free_slow(io);
 		return;
 	}
-	io->next_free = c->retired;
-	c->retired = io;
-	c->nr_retired++;
+	io->next_free = c->free;
+	c->free = io;
+	c->nr_free++;
 }
 
 #endif /* _DIOFORK_IO_CACHE_H */

@@ -75,7 +75,7 @@ static vm_fault_t diofork_lock_cow_standin(struct vm_fault *vmf)
 }
 
 static unsigned long diofork_lock_cow_fault(struct vm_fault *vmf,
-					    struct diofork_io *io)
+					    const struct mm_struct *owner)
 {
 	struct mm_struct *mm = vmf->vma->vm_mm;
 	unsigned long pfn = pte_pfn(vmf->orig_pte);
@@ -85,7 +85,7 @@ static unsigned long diofork_lock_cow_fault(struct vm_fault *vmf,
 	 * FOLL_WRITE (process_vm_readv() of this process, say) also gives
 	 * the parent a copy of a page fork shared, and the read is lost alike.
 	 */
-	if (io->mm != mm ||
+	if (owner != mm ||
 	    !(vmf->flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE)))
 		return 0;
 	/* this fault already waited its lock_timeout_ms out */

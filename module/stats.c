@@ -19,6 +19,7 @@ static const char * const diofork_stat_names[DIOFORK_NR_STATS] = {
 	[DIOFORK_STAT_DIO_SUBMITTED_READ]	= "dio_submitted_read",
 	[DIOFORK_STAT_DIO_COMPLETED_READ]	= "dio_completed_read",
 	[DIOFORK_STAT_DIO_PAGES_SUBMITTED]	= "dio_pages_submitted",
+	[DIOFORK_STAT_DIO_PAGES_COMPLETED]	= "dio_pages_completed",
 	[DIOFORK_STAT_DIO_SKIPPED_BVEC]		= "dio_skipped_bvec",
 	[DIOFORK_STAT_DIO_SKIPPED_WRITE]	= "dio_skipped_write",
 	[DIOFORK_STAT_DIO_KERNEL_PINNED]	= "dio_kernel_pinned",
@@ -63,9 +64,31 @@ static long diofork_stat_sum(enum diofork_stat item)
 	return sum;
 }
 
+/*
+ * The gauges are what was recorded less what was retired, since load: a
+ * record and its release each count once, and the hot paths update no
+ * counter of their own for them.  What went is read first, so that a
+ * gauge read while DIO runs is not below what was in flight when its sum
+ * began (a sum across CPUs is never a snapshot).
+ */
+static long diofork_gauge(enum diofork_stat item)
+{
+	long gone;
+
+	if (item == DIOFORK_STAT_DIO_INFLIGHT) {
+		gone = diofork_stat_sum(DIOFORK_STAT_DIO_COMPLETED_READ) +
+		       diofork_stat_sum(DIOFORK_STAT_TRACK_FORCED_RELEASE);
+		return diofork_stat_sum(DIOFORK_STAT_DIO_SUBMITTED_READ) - gone;
+	}
+	gone = diofork_stat_sum(DIOFORK_STAT_DIO_PAGES_COMPLETED);
+	return diofork_stat_sum(DIOFORK_STAT_DIO_PAGES_SUBMITTED) - gone;
+}
+
 /* The value since load, ignoring "reset": for evidence that must not fade. */
 long diofork_stat_read_raw(enum diofork_stat item)
 {
+	if (item >= DIOFORK_NR_MONOTONIC)
+		return diofork_gauge(item);
 	return diofork_stat_sum(item);
 }
 
@@ -74,7 +97,7 @@ long diofork_stat_read(enum diofork_stat item)
 	long val;
 
 	if (item >= DIOFORK_NR_MONOTONIC)
-		return diofork_stat_sum(item);
+		return diofork_gauge(item);
 	/* summed under the lock: never less than a base a reset just took */
 	spin_lock(&diofork_stat_base_lock);
 	val = diofork_stat_sum(item) - diofork_stat_base[item];

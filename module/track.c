@@ -11,12 +11,15 @@
  * write bios (dio_skipped_write) and make no record for them: a write
  * costs the hooks' entry and nothing else, in every mode.
  *
- * Two hash tables, both with one lock per bucket (never a global lock) and
- * RCU for readers:
+ * Two hash tables, both with one lock per bucket (never a global lock):
  *   - by bio pointer, so the release hook finds the record, and a fork
  *     the records of its mm;
  *   - by pfn, so the COW-fault path asks "is a DIO targeting this page?"
- *     with one lock-free bucket walk.
+ *     with one bucket walk.
+ * Every walk holds its bucket's lock, so a retired record goes straight
+ * back to its CPU's cache, with no grace period to wait out (io_cache.c).
+ * A look that only asks "anything here?" reads the list head without the
+ * lock, and no record: an empty bucket, the common case, costs two loads.
  * A third, lock-free array counts records per hashed mm, so that a fork of a
  * process without DIO in flight costs one atomic read.
  *
@@ -70,8 +73,8 @@
  * dropping it is inline, where spin_lock() is a call, and a tracked read
  * takes four bucket locks (under TCG every call and return is a lookup of
  * translated code).  Writers hold it with interrupts off, for one list
- * update.  Not hlist_bl itself: its RCU walk asks for rcu_read_lock(), and
- * the hooks' lookups rely on running with preemption disabled instead.
+ * update.  Not hlist_bl itself: its lock, bit_spin_lock(), counts
+ * preemption too, for nothing with interrupts off.
  */
 struct diofork_bucket {
 	unsigned long lock;		/* bit 0: writers of this bucket's list */
@@ -225,21 +228,13 @@ static void diofork_io_forked(struct diofork_io *io)
 			ref->io = io;
 			b = diofork_pfn_bucket(ref->pfn);
 			diofork_bucket_lock(b);
-			hlist_add_head_rcu(&ref->node, &b->head);
+			hlist_add_head(&ref->node, &b->head);
 			diofork_bucket_unlock(b);
 		}
-		WRITE_ONCE(io->indexed, true);
+		io->indexed = true;
 	}
 	if (io->room_pinned)
 		diofork_pin_take(io);
-}
-
-static __always_inline void diofork_io_account(const struct diofork_io *io,
-					       int sign)
-{
-	diofork_stat_add(DIOFORK_STAT_DIO_INFLIGHT, sign);
-	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_INFLIGHT,
-			 sign * (long)io->nr_pages);
 }
 
 /*
@@ -258,7 +253,7 @@ static void diofork_io_retire(struct diofork_io *io, enum diofork_retire why)
 		for (i = 0; i < io->nr_pages; i++) {
 			b = diofork_pfn_bucket(io->pages[i].pfn);
 			diofork_bucket_lock(b);
-			hlist_del_rcu(&io->pages[i].node);
+			hlist_del(&io->pages[i].node);
 			diofork_bucket_unlock(b);
 		}
 	}
@@ -266,11 +261,13 @@ static void diofork_io_retire(struct diofork_io *io, enum diofork_retire why)
 	if (io->pinned)
 		diofork_pin_release(io);
 
-	diofork_io_account(io, -1);
+	/* the gauges are these counts' differences (stats.c) */
 	if (likely(why == DIOFORK_RETIRE_RELEASED)) {
 		diofork_stat_inc(DIOFORK_STAT_DIO_COMPLETED_READ);
+		diofork_stat_add(DIOFORK_STAT_DIO_PAGES_COMPLETED, io->nr_pages);
 	} else if (why == DIOFORK_RETIRE_FORCED) {
 		diofork_stat_inc(DIOFORK_STAT_TRACK_FORCED_RELEASE);
+		diofork_stat_add(DIOFORK_STAT_DIO_PAGES_COMPLETED, io->nr_pages);
 	} else {
 		/* a lookup done again: the read is counted once, at its record */
 		diofork_stat_add(DIOFORK_STAT_DIO_SUBMITTED_READ, -1);
@@ -310,7 +307,7 @@ diofork_unhash_bio(const struct bio *bio, struct diofork_bucket *b,
 	hlist_for_each_entry_safe(io, tmp, &b->head, bio_node) {
 		if (io->bio != bio)
 			continue;
-		hlist_del_rcu(&io->bio_node);
+		hlist_del(&io->bio_node);
 		io->next_victim = victims;
 		victims = io;
 		n++;
@@ -327,23 +324,17 @@ diofork_unhash_bio(const struct bio *bio, struct diofork_bucket *b,
 }
 
 /*
- * @bio's bucket if @bio has records, else NULL.  A lock-free look, so that
- * submit (stale records are rare) and the release of an untracked bio take
- * no bucket lock.  Whoever calls this owns the bio: nothing adds or
- * releases its records meanwhile.  Only the hooks call it, with preemption
- * disabled: an RCU reader without rcu_read_lock(), which is a call on
- * preemptible-RCU kernels.
+ * @bio's bucket if it holds any record, else NULL: a look at the list
+ * head, so that the release of an untracked bio (a write, say) and a
+ * record with no stale one to drop take no lock.  Whoever calls this owns
+ * the bio: a record of it was hashed before the bio was handed on, and
+ * nothing adds or releases its records meanwhile.
  */
 static struct diofork_bucket *diofork_bio_hashed(const struct bio *bio)
 {
 	struct diofork_bucket *b = diofork_bio_bucket(bio);
-	struct diofork_io *io;
 
-	lockdep_assert_preemption_disabled();
-	hlist_for_each_entry_rcu(io, &b->head, bio_node)
-		if (io->bio == bio)
-			return b;
-	return NULL;
+	return hlist_empty(&b->head) ? NULL : b;
 }
 
 /*
@@ -376,59 +367,57 @@ void diofork_track_release_redo(const struct bio *bio)
 }
 
 /*
- * A DIO in flight on @pfn: one of @mm's if there is one, else any.
- * Caller holds rcu_read_lock() or runs with preemption disabled.
+ * The mm of a DIO in flight on @pfn: @mm if @mm has one there, else that
+ * of another's, else NULL; with @task, only a DIO of @mm that @task
+ * submitted counts.  An identity only: the record may be gone once the
+ * bucket lock is.  An empty bucket, the common case, is not locked.
  */
-struct diofork_io *diofork_track_lookup_pfn(unsigned long pfn,
-					    const struct mm_struct *mm)
+static const struct mm_struct *
+diofork_pfn_find(unsigned long pfn, const struct mm_struct *mm,
+		 const struct task_struct *task)
 {
-	struct diofork_io *any = NULL;
+	struct diofork_bucket *b = diofork_pfn_bucket(pfn);
+	const struct mm_struct *owner = NULL;
 	struct diofork_page_ref *ref;
+	unsigned long flags;
 
-	hlist_for_each_entry_rcu(ref, &diofork_pfn_bucket(pfn)->head, node) {
+	if (hlist_empty(&b->head))
+		return NULL;
+	/* the release unindexes records from IRQ context */
+	local_irq_save(flags);
+	diofork_bucket_lock(b);
+	hlist_for_each_entry(ref, &b->head, node) {
 		if (ref->pfn != pfn)
 			continue;
-		if (ref->io->mm == mm)
-			return ref->io;
-		any = ref->io;
+		if (task && (ref->io->mm != mm || ref->io->task != task))
+			continue;
+		owner = ref->io->mm;
+		if (owner == mm)
+			break;
 	}
-	return any;
+	diofork_bucket_unlock(b);
+	local_irq_restore(flags);
+	return owner;
 }
 
-/*
- * Does @task have a DIO of @mm in flight on @pfn?  Caller holds
- * rcu_read_lock() or runs with preemption off.
- */
+const struct mm_struct *diofork_track_pfn_owner(unsigned long pfn,
+						const struct mm_struct *mm)
+{
+	return diofork_pfn_find(pfn, mm, NULL);
+}
+
+/* Does @task have a DIO of @mm in flight on @pfn? */
 bool diofork_track_page_task(unsigned long pfn, const struct mm_struct *mm,
 			     const struct task_struct *task)
 {
-	struct diofork_page_ref *ref;
-
-	hlist_for_each_entry_rcu(ref, &diofork_pfn_bucket(pfn)->head, node)
-		if (ref->pfn == pfn && ref->io->mm == mm &&
-		    ref->io->task == task)
-			return true;
-	return false;
-}
-
-static bool diofork_track_page_busy(unsigned long pfn,
-				    const struct mm_struct *mm)
-{
-	struct diofork_io *io;
-	bool busy;
-
-	rcu_read_lock();
-	io = diofork_track_lookup_pfn(pfn, mm);
-	busy = io && io->mm == mm;
-	rcu_read_unlock();
-	return busy;
+	return diofork_pfn_find(pfn, mm, task) == mm;
 }
 
 static bool diofork_track_busy(const struct mm_struct *mm, unsigned long pfn)
 {
 	if (pfn == ULONG_MAX)
 		return diofork_track_mm_busy(mm);
-	return diofork_track_page_busy(pfn, mm);
+	return diofork_track_pfn_owner(pfn, mm) == mm;
 }
 
 /*
@@ -469,23 +458,29 @@ void diofork_track_wake_all(void)
 /* Does @mm have a tracked DIO in flight?  Exact, and cheap when it has not. */
 bool diofork_track_mm_busy(const struct mm_struct *mm)
 {
+	struct diofork_bucket *b;
 	struct diofork_io *io;
+	unsigned long flags;
 	unsigned int i;
 	bool busy = false;
 
 	if (!atomic_read(diofork_mm_count(mm)))
 		return false;
-	rcu_read_lock();
 	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS) && !busy; i++) {
-		hlist_for_each_entry_rcu(io, &diofork_bio_hash[i].head,
-					 bio_node) {
+		b = &diofork_bio_hash[i];
+		if (hlist_empty(&b->head))
+			continue;
+		local_irq_save(flags);
+		diofork_bucket_lock(b);
+		hlist_for_each_entry(io, &b->head, bio_node) {
 			if (io->mm == mm) {
 				busy = true;
 				break;
 			}
 		}
+		diofork_bucket_unlock(b);
+		local_irq_restore(flags);
 	}
-	rcu_read_unlock();
 	return busy;
 }
 
@@ -720,7 +715,6 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 		io->flags |= DIOFORK_IO_KPINNED;
 
 	atomic_inc(diofork_mm_count(io->mm));
-	diofork_io_account(io, 1);
 	diofork_stat_inc(DIOFORK_STAT_DIO_SUBMITTED_READ);
 	diofork_stat_add(DIOFORK_STAT_DIO_PAGES_SUBMITTED, nr);
 	if (kernel_pinned)
@@ -732,7 +726,7 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 		diofork_io_fill_pages(io, bio, first_vec);
 	b = diofork_bio_bucket(bio);
 	diofork_bucket_lock(b);
-	hlist_add_head_rcu(&io->bio_node, &b->head);
+	hlist_add_head(&io->bio_node, &b->head);
 	/* under the lock a fork's diofork_track_fork_mm() takes: pinned once */
 	if (pin_at == DIOFORK_PIN_AT_ONCE && room_pinned)
 		diofork_pin_take(io);
@@ -825,7 +819,6 @@ void diofork_track_fork_mm(struct mm_struct *mm)
 	struct diofork_io *io;
 	unsigned long flags;
 	unsigned int i;
-	bool wanted;
 
 	/* the fork's lock before our look: pairs with the record's barrier */
 	smp_mb();
@@ -833,15 +826,7 @@ void diofork_track_fork_mm(struct mm_struct *mm)
 		return;
 	for (i = 0; i < (1U << DIOFORK_BIO_HASH_BITS); i++) {
 		b = &diofork_bio_hash[i];
-		wanted = false;
-		hlist_for_each_entry_rcu(io, &b->head, bio_node) {
-			if (io->mm == mm && (!READ_ONCE(io->indexed) ||
-					     READ_ONCE(io->room_pinned))) {
-				wanted = true;
-				break;
-			}
-		}
-		if (!wanted)
+		if (hlist_empty(&b->head))
 			continue;
 		local_irq_save(flags);
 		diofork_bucket_lock(b);
