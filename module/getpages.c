@@ -261,10 +261,12 @@ diofork_gp_standin_redo(struct bio *bio, struct iov_iter *iter, bool pins)
 	if (ret || bio->bi_vcnt <= vcnt)
 		return ret;
 	io = diofork_gp_track(bio, vcnt, seq, pin_at);
-	if (unlikely(!io && pin_at != DIOFORK_PIN_NEVER))
-		diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
-	if (unlikely(diofork_gp_raced(io)))
+	if (unlikely(!io)) {
+		if (pin_at != DIOFORK_PIN_NEVER)
+			diofork_stat_inc(DIOFORK_STAT_PIN_FAILURES);
+	} else if (unlikely(diofork_gp_raced(io))) {
 		ret = diofork_gp_redo(bio, iter, io, vcnt, pin_at);
+	}
 	return ret;
 }
 
@@ -293,9 +295,13 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 	preempt_disable();
 	pol = diofork_policy_get();	/* may be off since the redirect */
 	if (pol && (pol->gup_enter || pol->redo_shared)) {
-		ret = pol->redo_shared ?
-		      diofork_gp_standin_redo(bio, iter, pol->pins) :
-		      diofork_gp_standin_policy(bio, iter, pol);
+		/* pin's and lock's, each with its pin_at a constant */
+		if (pol->pins)
+			ret = diofork_gp_standin_redo(bio, iter, true);
+		else if (pol->redo_shared)
+			ret = diofork_gp_standin_redo(bio, iter, false);
+		else
+			ret = diofork_gp_standin_policy(bio, iter, pol);
 		goto out;
 	}
 	vcnt = bio->bi_vcnt;

@@ -32,26 +32,27 @@ struct diofork_io_cache {
 
 DECLARE_PER_CPU(struct diofork_io_cache, diofork_io_cache);
 
-struct diofork_io *diofork_io_alloc_slow(size_t size);
+struct diofork_io *diofork_io_alloc_slow(size_t size, unsigned short flags);
 void diofork_io_free_slow(struct diofork_io *io);
 
 /*
- * A record of @size bytes.  Interrupts are off: the caller hashes the record
- * in the same region (one enable per IO, not one per list and lock).  Its
- * flags say whether it came from the cache's size class.  NULL if memory is
- * short.
+ * A record of @size bytes, its flags @flags and whether it came from the
+ * cache's size class (DIOFORK_IO_CACHED).  Interrupts are off: the caller
+ * hashes the record in the same region (one enable per IO, not one per
+ * list and lock).  NULL if memory is short.
  */
-static __always_inline struct diofork_io *diofork_io_alloc(size_t size)
+static __always_inline struct diofork_io *diofork_io_alloc(size_t size,
+							   unsigned short flags)
 {
 	struct diofork_io_cache *c = this_cpu_ptr(&diofork_io_cache);
 	struct diofork_io *io = c->free;
 
 	lockdep_assert_irqs_disabled();
 	if (unlikely(!io || size > DIOFORK_CACHE_SIZE))
-		return diofork_io_alloc_slow(size);
+		return diofork_io_alloc_slow(size, flags);
 	c->free = io->next_free;
 	c->nr_free--;
-	io->flags = DIOFORK_IO_CACHED;
+	io->flags = DIOFORK_IO_CACHED | flags;
 	return io;
 }
 

@@ -195,16 +195,17 @@ static void diofork_io_fill_pages(struct diofork_io *io, const struct bio *bio,
 	}
 }
 
-/* The same for @io's pages, all of them in @bv. */
+/* The same for @io's @nr pages, all of them in @bv: most often one. */
 static __always_inline void diofork_io_fill_bvec(struct diofork_io *io,
-						 const struct bio_vec *bv)
+						 const struct bio_vec *bv,
+						 unsigned int nr)
 {
 	unsigned long pfn = diofork_bvec_pfn(bv);
-	unsigned int i = 0;
+	unsigned int i;
 
-	do {
+	io->pages[0].pfn = pfn;
+	for (i = 1; i < nr; i++)
 		io->pages[i].pfn = pfn + i;
-	} while (++i < io->nr_pages);
 }
 
 /*
@@ -276,8 +277,11 @@ static void diofork_io_retire(struct diofork_io *io, enum diofork_retire why)
 	}
 	atomic_dec(diofork_mm_count(io->mm));
 
-	/* pairs with the barrier in diofork_track_wait_event() */
-	smp_mb();
+	/*
+	 * Unhashed, then a full barrier (the decrement's, on x86), then the
+	 * look: pairs with the barrier in diofork_track_wait_event().
+	 */
+	smp_mb__after_atomic();
 	if (atomic_read(&diofork_nr_waiters)) {
 		for (i = 0; i < io->nr_pages; i++)
 			wake_up_all(diofork_waitq_for(io->pages[i].pfn));
@@ -667,11 +671,13 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	struct diofork_bucket *b;
 	struct diofork_io *io;
 	unsigned long flags;
+	unsigned short io_flags = kernel_pinned ? DIOFORK_IO_KPINNED : 0;
 	unsigned int nr, room_pinned = 0;
 	bool one_bvec, raced;
 
-	b = first_vec ? NULL : diofork_bio_hashed(bio);
-	if (b && diofork_unhash_bio(bio, b, DIOFORK_RETIRE_RELEASED))
+	b = diofork_bio_bucket(bio);
+	if (!first_vec && unlikely(!hlist_empty(&b->head)) &&
+	    diofork_unhash_bio(bio, b, DIOFORK_RETIRE_RELEASED))
 		diofork_stat_inc(DIOFORK_STAT_TRACK_STALE);
 
 	/*
@@ -692,9 +698,10 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	if (unlikely(prealloc)) {
 		/* diofork_track_size() of the same bio: big enough */
 		io = prealloc;
-		io->flags = 0;
+		io->flags = io_flags;
 	} else {
-		io = diofork_io_alloc(diofork_io_size(nr, room_pinned));
+		io = diofork_io_alloc(diofork_io_size(nr, room_pinned),
+				      io_flags);
 	}
 	if (!io) {
 		local_irq_restore(flags);
@@ -702,7 +709,6 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 		return NULL;
 	}
 	io->bio = bio;
-	io->next_victim = NULL;
 	io->mm = current->mm;
 	io->task = current;
 	io->pinned = NULL;
@@ -710,9 +716,6 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 	io->room_pinned = room_pinned;
 	io->indexed = false;
 	io->nr_pages = nr;
-	io->flags &= DIOFORK_IO_CACHED;	/* set by diofork_io_alloc() */
-	if (kernel_pinned)
-		io->flags |= DIOFORK_IO_KPINNED;
 
 	atomic_inc(diofork_mm_count(io->mm));
 	diofork_stat_inc(DIOFORK_STAT_DIO_SUBMITTED_READ);
@@ -721,10 +724,9 @@ __diofork_track_bio(const struct bio *bio, unsigned int first_vec,
 		diofork_stat_inc(DIOFORK_STAT_DIO_KERNEL_PINNED);
 
 	if (likely(one_bvec))
-		diofork_io_fill_bvec(io, bv);
+		diofork_io_fill_bvec(io, bv, nr);
 	else
 		diofork_io_fill_pages(io, bio, first_vec);
-	b = diofork_bio_bucket(bio);
 	diofork_bucket_lock(b);
 	hlist_add_head(&io->bio_node, &b->head);
 	/* under the lock a fork's diofork_track_fork_mm() takes: pinned once */
