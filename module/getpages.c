@@ -289,8 +289,8 @@ static int notrace diofork_gp_standin(struct bio *bio, struct iov_iter *iter)
 	/*
 	 * The policy callbacks run as in any hook, atomic.  The record needs
 	 * no such section: interrupts are off where it takes locks, and its
-	 * counters are per-CPU operations (which saved about 5 instructions
-	 * per read, QEMU TCG plugin count, 2026-12-03).
+	 * counters are per-CPU operations (2 instructions per read, QEMU
+	 * TCG plugin count, 2026-12-03).
 	 */
 	preempt_disable();
 	pol = diofork_policy_get();	/* may be off since the redirect */
