@@ -15,17 +15,17 @@
  * 256, one call_rcu() per batch: the callbacks cost 10 instructions per
  * 4 KiB read, while the release's walk under the lock costs what its
  * lock-free look did (63 instructions against 64, QEMU TCG plugin count,
- * 2026-12-03).  The list is only
- * touched by its own CPU with interrupts off.  Records bigger than the
- * cached size, and any beyond DIOFORK_CACHE_MAX per CPU, go back to the
- * allocator.
+ * 2026-12-03).  The list is only touched by its own CPU with interrupts
+ * off.  Records bigger than the cached size, and any beyond
+ * DIOFORK_CACHE_MAX per CPU, go back to the allocator.
  *
  * A CPU that completes more reads than it submits fills its cache up to
  * DIOFORK_CACHE_MAX, and one that submits more takes the rest from
- * kmalloc(): with room for 256 records, 4 KiB reads at 50,000 per second
- * (TCG) found the cache empty for 35% of their records, with 2048 under
- * 10% (2026-11-24).  A cached record is 256 bytes, so a CPU keeps at most
- * 512 KiB free, and gives it back when the mode goes to off.
+ * kmalloc().  The size comes from the RCU batches' days (2026-11-24): with
+ * room for 256 records, 4 KiB reads at 50,000 per second (TCG) found the
+ * cache empty for 35% of their records, with 2048 under 10%.  A cached
+ * record is 256 bytes, so a CPU keeps at most 512 KiB free, and gives it
+ * back when the mode goes to off.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
