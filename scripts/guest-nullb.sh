@@ -19,3 +19,18 @@ nullb_make() {
 		echo "$4" >"$_nb/memory_backed" && echo 1 >"$_nb/power" &&
 		[ -b "/dev/$1" ] && echo "/dev/$1"
 }
+
+# The devices of two bench workloads, which make profile must share for its
+# counts to explain the bench's figures (scripts/bench-guest says why each
+# is as it is):
+# nullb_fio NAME      the cost workloads' device: a 100 us timer, no memory
+#                     backing
+# nullb_forklat NAME  forklat's: a 100 ms timer, so that its reads stay in
+#                     flight through the whole fork
+nullb_fio() {
+	nullb_make "$1" 2 100000 0
+}
+
+nullb_forklat() {
+	nullb_make "$1" 2 100000000 1
+}
