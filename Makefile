@@ -10,6 +10,8 @@
 #   make check           build everything, run the suite in a 6.1 and a 6.12 VM
 #   make demo            the race, per mode, on 6.1 and 6.12 (the main job)
 #   make bench           what each mode costs (scripts/bench)
+#   make profile         instructions per read or fork, by function (scripts/profile)
+#   make tcgperf         host time per read under TCG, by what QEMU ran (scripts/tcgperf)
 #   make lint            checkpatch --strict, sparse (C=1) and W=1 on both kernels
 #
 # Objects are built in build/<kver>/ from symlinks to the sources, so the two
@@ -27,7 +29,7 @@ endif
 
 SRCS	:= Kbuild $(wildcard module/*.c module/*.h)
 
-.PHONY: all module modules-all selftests check demo bench profile lint checkpatch \
+.PHONY: all module modules-all selftests check demo bench profile tcgperf lint checkpatch \
 	setup clean
 
 ifeq ($(KVER),)
@@ -73,6 +75,9 @@ bench:
 
 profile:
 	@$(TOP)/scripts/profile $(PROFILE_ARGS)
+
+tcgperf:
+	@$(TOP)/scripts/tcgperf $(TCGPERF_ARGS)
 
 lint:
 	@$(TOP)/scripts/lint
