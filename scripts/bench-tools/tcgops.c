@@ -15,11 +15,11 @@
  * The kinds are those a kernel function hooked by ftrace adds under TCG:
  * plain register arithmetic, direct calls with their returns (a return is
  * an indirect jump: TCG looks its target up) to the same page and to
- * another, indirect calls, pushf/popf
- * (popf ends a translation block: TCG leaves the translated code), and
- * locked read-modify-writes.  User-space stand-ins: the kernel's cli and
- * sti cannot run here.  On hardware the kinds differ by a few cycles;
- * what this prints is TCG's cost model, not a CPU's.
+ * another, indirect calls, pushf/popf (popf ends a translation block: TCG
+ * leaves the translated code), and locked read-modify-writes.  User-space
+ * stand-ins: the kernel's cli and sti cannot run here.  On hardware the
+ * kinds differ by a few cycles; what this prints is TCG's cost model, not
+ * a CPU's.
  */
 #include <stdio.h>
 #include <stdlib.h>
