@@ -12,15 +12,25 @@
  * Rows are interleaved in blocks: each round visits every row of ROWS
  * (rotated by one each round, so none always goes first): drain the queue,
  * switch the module to the row's mode ("dontfork": mode off and
- * MADV_DONTFORK on the DIO buffers), then for each level N of LEVELS time
- * BLOCK forks, each with the queue refilled to N reads.  Draining first
+ * MADV_DONTFORK on the DIO buffers; "kpin": mode off, and N other pages of
+ * the buffer pinned by the kernel itself, below), then for each level N of
+ * LEVELS time BLOCK forks, each with the queue refilled to N reads.
+ * Draining first
  * means every read in flight at a fork was issued under the row's mode.
  * Rounds go on until every row and level has COUNT forks.  (A mode switch
  * costs far more than a fork under TCG, hence blocks.)
  *
+ * "kpin" is the kernel's own copy without the module: at level N, N pages
+ * of the buffer that no read uses are registered as io_uring fixed buffers,
+ * which the kernel pins (FOLL_PIN | FOLL_LONGTERM), so fork() copies them
+ * for the child in copy_present_page(), the copy that 6.12 makes for DIO
+ * and that diofork's pin mode makes 6.1 make.  The N reads still run, into
+ * the other pages, so the row differs from "off" by the copy alone.
+ *
  *   forklat [-d DEV] [-m MIB] [-c COUNT] [-b BLOCK] [-l 0,8,64]
  *           [-M off,pin,...] [-4] [-F]
- *     -M   rows (default: "current" = leave the mode alone)
+ *     -M   rows: modes, "dontfork", "kpin" (default: "current" = leave the
+ *          mode alone)
  *     -F   call sync(2) right before and right after each timed fork()
  *          (the plugin's window: the fork alone, with what interrupts
  *          it), then twice more with nothing between (an empty window:
@@ -39,7 +49,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +61,7 @@
 
 #define PAGE_SZ		4096UL
 #define MAX_DEPTH	128
+#define NR_BUFS		(2 * MAX_DEPTH)	/* reads use the first half, kpin the rest */
 #define SPAN		(64ULL << 20)	/* device bytes the reads cover */
 #define MAX_ROWS	8
 #define MAX_LEVELS	8
@@ -185,6 +199,40 @@ static void wait_inflight(int want)
 		usleep(200);
 }
 
+/*
+ * kpin: have the kernel pin @n pages of the buffer's second half, or (with
+ * @n == 0) drop the pins: io_uring fixed buffers, one page each.  The ring
+ * is set up on first use and never used for I/O.
+ */
+static void kernel_pin(int n)
+{
+	static struct iovec iov[MAX_DEPTH];
+	static int ring = -1, pinned;
+	struct io_uring_params p;
+	int i;
+
+	if (ring < 0 && n) {
+		memset(&p, 0, sizeof(p));
+		ring = syscall(__NR_io_uring_setup, 1, &p);
+		if (ring < 0)
+			die("io_uring_setup", errno);
+	}
+	if (pinned && syscall(__NR_io_uring_register, ring,
+			      IORING_UNREGISTER_BUFFERS, NULL, 0))
+		die("IORING_UNREGISTER_BUFFERS", errno);
+	pinned = 0;
+	if (!n)
+		return;
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = bufs + (MAX_DEPTH + i) * PAGE_SZ;
+		iov[i].iov_len = PAGE_SZ;
+	}
+	if (syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS,
+		    iov, n))
+		die("IORING_REGISTER_BUFFERS", errno);
+	pinned = n;
+}
+
 /* AnonHugePages of this process, in kB (-1 if unknown). */
 static long thp_kb(void)
 {
@@ -277,12 +325,12 @@ int main(int argc, char **argv)
 	if (r < 0)
 		die("io_setup", -r);
 
-	bufs = mmap(NULL, MAX_DEPTH * PAGE_SZ, PROT_READ | PROT_WRITE,
+	bufs = mmap(NULL, NR_BUFS * PAGE_SZ, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (bufs == MAP_FAILED)
 		die("mmap bufs", errno);
-	madvise(bufs, MAX_DEPTH * PAGE_SZ, MADV_NOHUGEPAGE);
-	memset(bufs, 1, MAX_DEPTH * PAGE_SZ);
+	madvise(bufs, NR_BUFS * PAGE_SZ, MADV_NOHUGEPAGE);
+	memset(bufs, 1, NR_BUFS * PAGE_SZ);
 	bigsz = mib << 20;
 	if (bigsz) {
 		big = mmap(NULL, bigsz, PROT_READ | PROT_WRITE,
@@ -313,11 +361,12 @@ int main(int argc, char **argv)
 		int li, k;
 
 		for (k = 0; k < nrows; k++) {
-			int ri = (k + round) % nrows, dontfork;
+			int ri = (k + round) % nrows, dontfork, kpin;
 			const char *mode = rows[ri];
 
 			dontfork = !strcmp(mode, "dontfork");
-			if (dontfork)
+			kpin = !strcmp(mode, "kpin");
+			if (dontfork || kpin)
 				mode = "off";
 			/* Drain, switch, then every level, filling up. */
 			__atomic_store_n(&target, 0, __ATOMIC_SEQ_CST);
@@ -327,12 +376,14 @@ int main(int argc, char **argv)
 				if (r)
 					die(mode, -r);
 			}
-			if (madvise(bufs, MAX_DEPTH * PAGE_SZ,
+			if (madvise(bufs, NR_BUFS * PAGE_SZ,
 				    dontfork ? MADV_DONTFORK : MADV_DOFORK))
 				die("madvise", errno);
 			for (li = 0; li < nlevels; li++) {
 				unsigned long b;
 
+				if (kpin)
+					kernel_pin(levels[li]);
 				__atomic_store_n(&target, levels[li], __ATOMIC_SEQ_CST);
 				for (b = 0; b < block && n[ri][li] < count; b++) {
 					double dt;
@@ -348,6 +399,8 @@ int main(int argc, char **argv)
 						;
 				}
 			}
+			if (kpin)
+				kernel_pin(0);
 		}
 	}
 	__atomic_store_n(&running, 0, __ATOMIC_SEQ_CST);
