@@ -7,6 +7,7 @@
 #   make KVER=<full>     diofork.ko for another installed kernel
 #   make modules-all     build/<kver>/diofork.ko for the Debian 6.1 and 6.12 kernels
 #   make selftests       static kselftest binaries in build/selftests/
+#   make bench-tools     the bench's static workload tools in build/bench/
 #   make check           build everything, run the suite in a 6.1 and a 6.12 VM
 #   make demo            the race, per mode, on 6.1 and 6.12 (the main job)
 #   make bench           what each mode costs (scripts/bench)
@@ -29,8 +30,8 @@ endif
 
 SRCS	:= Kbuild $(wildcard module/*.c module/*.h)
 
-.PHONY: all module modules-all selftests check demo bench profile tcgperf lint checkpatch \
-	setup clean
+.PHONY: all module modules-all selftests bench-tools check demo bench profile tcgperf \
+	lint checkpatch setup clean
 
 ifeq ($(KVER),)
 all: modules-all
@@ -63,6 +64,17 @@ modules-all:
 selftests:
 	@$(TOP)/scripts/setup
 	@$(MAKE) -s --no-print-directory -C $(TOP)/selftests O=$(BUILD)/selftests
+
+# The tools of make bench, profile and tcgperf (scripts/bench-tools/), built
+# here only, all the same way.
+BENCH_TOOLS := $(patsubst $(TOP)/scripts/bench-tools/%.c,$(BUILD)/bench/%, \
+	$(wildcard $(TOP)/scripts/bench-tools/*.c))
+
+bench-tools: $(BENCH_TOOLS)
+
+$(BUILD)/bench/%: $(TOP)/scripts/bench-tools/%.c $(wildcard $(TOP)/scripts/bench-tools/*.h)
+	@mkdir -p $(@D)
+	gcc -O2 -Wall -Wextra -static -pthread -o $@ $< -laio
 
 check:
 	@$(TOP)/scripts/check
