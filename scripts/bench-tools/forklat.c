@@ -15,8 +15,8 @@
  * MADV_DONTFORK on the DIO buffers; "kpin": mode off, and N other pages of
  * the buffer pinned by the kernel itself, below), then for each level N of
  * LEVELS time BLOCK forks, each with the queue refilled to N reads.
- * Draining first
- * means every read in flight at a fork was issued under the row's mode.
+ * Draining first means every read in flight at a fork was issued under the
+ * row's mode.
  * Rounds go on until every row and level has COUNT forks.  (A mode switch
  * costs far more than a fork under TCG, hence blocks.)
  *
